@@ -1,0 +1,170 @@
+"""Serving throughput: the openft engine at concurrency 1/4/16 (base and a 4-adapter mix) vs sequential
+``model.generate`` of plain transformers on the same prompts, measured in the same run. Prints JSON.
+
+    python bench/serve_throughput.py            # real SmolLM2-135M-Instruct (from the model registry)
+    python bench/serve_throughput.py --tiny     # tiny random model, seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+from peft import LoraConfig, get_peft_model  # noqa: E402
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM  # noqa: E402
+
+from openft.models.chat_template import encode_prompt, stop_token_ids  # noqa: E402
+from openft.serving.engine import Engine  # noqa: E402
+from openft.serving.types import GenerationRequest  # noqa: E402
+
+TOPICS = ["the ocean", "a bicycle", "coffee", "mountains", "a library", "rain", "chess", "bread"]
+
+
+def prepare_model_dir(tiny: bool, model_dir: str | None, work: Path) -> Path:
+    if model_dir:
+        return Path(model_dir)
+    from openft.models.registry import DEFAULT_BASE_MODEL, materialize
+
+    real = materialize(DEFAULT_BASE_MODEL)
+    if not tiny:
+        return real
+    tokenizer = AutoTokenizer.from_pretrained(real)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, eos_token_id=2,
+        bos_token_id=1, pad_token_id=2, tie_word_embeddings=True,
+    )  # fmt: skip
+    LlamaForCausalLM(config).save_pretrained(work / "tiny")
+    tokenizer.save_pretrained(work / "tiny")
+    return work / "tiny"
+
+
+def make_adapters(model_dir: Path, work: Path, count: int = 4) -> dict[str, Path]:
+    adapters = {}
+    for index in range(count):
+        torch.manual_seed(index)
+        base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        config = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", init_lora_weights=False)
+        folder = work / f"adapter{index}"
+        get_peft_model(base, config).save_pretrained(folder)
+        adapters[f"ft:bench:{index}"] = folder
+    return adapters
+
+
+def sequential_baseline(model_dir: Path, prompts: list[list[int]], max_new: int, stops: list[int]) -> dict:
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    tokens, start = 0, time.perf_counter()
+    with torch.inference_mode():
+        for prompt in prompts:
+            out = model.generate(
+                torch.tensor([prompt]), max_new_tokens=max_new, do_sample=False, eos_token_id=stops, pad_token_id=stops[0]
+            )
+            tokens += out.shape[1] - len(prompt)
+    elapsed = time.perf_counter() - start
+    return {"output_tokens": tokens, "seconds": round(elapsed, 2), "tokens_per_s": round(tokens / elapsed, 1)}
+
+
+async def run_engine(engine: Engine, requests: list[GenerationRequest], concurrency: int) -> dict:
+    gate = asyncio.Semaphore(concurrency)
+    ttfts: list[float] = []
+    tokens = 0
+
+    async def one(request: GenerationRequest) -> None:
+        nonlocal tokens
+        async with gate:
+            submitted, first = time.perf_counter(), None
+            async for event in engine.generate(request):
+                if first is None:
+                    first = time.perf_counter()
+                    ttfts.append(first - submitted)
+                if event.usage is not None:
+                    tokens += event.usage.completion_tokens
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one(r) for r in requests))
+    elapsed = time.perf_counter() - start
+    ttfts.sort()
+    return {
+        "concurrency": concurrency,
+        "output_tokens": tokens,
+        "seconds": round(elapsed, 2),
+        "tokens_per_s": round(tokens / elapsed, 1),
+        "ttft_p50_ms": round(statistics.median(ttfts) * 1000, 1),
+        "ttft_p95_ms": round(ttfts[min(len(ttfts) - 1, int(0.95 * len(ttfts)))] * 1000, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiny", action="store_true", help="tiny random model for a quick run")
+    parser.add_argument("--model-dir", help="an HF model folder instead of the registry's default model")
+    parser.add_argument("--requests", type=int, default=16)
+    parser.add_argument("--max-new-tokens", type=int, default=48)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        model_dir = prepare_model_dir(args.tiny, args.model_dir, work)
+        adapters = make_adapters(model_dir, work)
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        prompts = [
+            encode_prompt(tokenizer, [{"role": "user", "content": f"Write two sentences about {TOPICS[i % 8]}."}])
+            for i in range(args.requests)
+        ]
+        stops = stop_token_ids(tokenizer)
+        baseline = sequential_baseline(model_dir, prompts, args.max_new_tokens, stops)
+
+        def loader():
+            return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32), tokenizer
+
+        engine = Engine(loader, lambda key: adapters[key], max_batch_size=16, max_loaded_adapters=4)
+        engine.wait_ready()
+        keys = list(adapters)
+
+        def requests(mixed: bool) -> list[GenerationRequest]:
+            return [
+                GenerationRequest(
+                    prompt_ids=p, adapter=keys[i % 4] if mixed else None, max_new_tokens=args.max_new_tokens,
+                    temperature=0, stop_token_ids=stops,
+                )
+                for i, p in enumerate(prompts)
+            ]  # fmt: skip
+
+        async def all_runs() -> dict:
+            await engine.complete(requests(True)[0])  # warm up (loads one adapter)
+            results = {"base": [], "adapters_4": []}
+            for concurrency in (1, 4, 16):
+                results["base"].append(await run_engine(engine, requests(False), concurrency))
+                results["adapters_4"].append(await run_engine(engine, requests(True), concurrency))
+            return results
+
+        results = asyncio.run(all_runs())
+        engine.close()
+    base16 = results["base"][-1]["tokens_per_s"]
+    mix16 = results["adapters_4"][-1]["tokens_per_s"]
+    report = {
+        "model": "tiny-random-llama" if args.tiny else str(model_dir),
+        "requests": args.requests,
+        "max_new_tokens": args.max_new_tokens,
+        "torch_threads": torch.get_num_threads(),
+        "sequential_generate": baseline,
+        "engine": results,
+        "speedup_c16_vs_sequential": round(base16 / baseline["tokens_per_s"], 2),
+        "base_vs_4_adapter_mix_at_c16": round(base16 / mix16, 2),
+        "engine_stats": engine.stats(),
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

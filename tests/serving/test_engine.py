@@ -1,0 +1,219 @@
+"""The engine as a user sees it: batched output equals solo output, streaming, stops, seeds, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+
+from openft.serving.engine import Engine
+from openft.serving.types import EngineOverloaded, GenerationRequest
+from tests.serving.conftest import ADAPTER_KEYS
+
+
+def _prompts(engine: Engine, count: int) -> list[list[int]]:
+    words = ["apple", "river", "seven", "north", "glass", "cloud", "tiger", "paper"]
+    return [engine.tokenizer.encode(" ".join(words[: 1 + i % 8]) + f" {i}") for i in range(count)]
+
+
+def _greedy(prompt: list[int], adapter: str | None, max_new_tokens: int = 12, **extra) -> GenerationRequest:
+    return GenerationRequest(prompt_ids=prompt, adapter=adapter, max_new_tokens=max_new_tokens, temperature=0, **extra)
+
+
+def test_concurrent_mixed_adapter_batch_matches_each_request_alone(engine):
+    adapters = [None, *ADAPTER_KEYS]
+    requests = [_greedy(p, adapters[i % 5]) for i, p in enumerate(_prompts(engine, 16))]
+
+    async def run():
+        alone = [await engine.complete(r) for r in requests]
+        together = await asyncio.gather(*(engine.complete(r) for r in requests))
+        return alone, together
+
+    alone, together = asyncio.run(run())
+    assert [c.token_ids for c in together] == [c.token_ids for c in alone]
+    assert [c.text for c in together] == [c.text for c in alone]
+    stats = engine.stats()
+    assert stats["max_batch_size_seen"] >= 8
+    assert stats["multi_request_steps"] > 0
+    assert stats["mixed_adapter_steps"] > 0
+    # the adapters really change what the model says
+    same_prompt = [_greedy(requests[0].prompt_ids, a) for a in adapters]
+
+    async def each_adapter():
+        return await asyncio.gather(*(engine.complete(r) for r in same_prompt))
+
+    outputs = asyncio.run(each_adapter())
+    assert len({tuple(o.token_ids) for o in outputs}) == len(adapters)
+
+
+def test_base_output_equals_plain_transformers_generate(engine):
+    import torch
+
+    prompt = _prompts(engine, 3)[2]
+    ours = asyncio.run(engine.complete(_greedy(prompt, None, max_new_tokens=10)))
+    with torch.inference_mode():
+        reference = engine.model.generate(torch.tensor([prompt]), max_new_tokens=10, do_sample=False)
+    assert ours.token_ids == reference[0, len(prompt) :].tolist()[: len(ours.token_ids)]
+
+
+def test_streaming_yields_each_token_before_the_end(engine):
+    async def run():
+        events = []
+        async for event in engine.generate(_greedy(_prompts(engine, 1)[0], "ft:a", max_new_tokens=8)):
+            events.append(event)
+        return events
+
+    events = asyncio.run(run())
+    assert len(events) == 9 and events[-1].finish_reason == "length"
+    assert all(e.token_id is not None for e in events[:-1])
+    assert events[-1].usage.completion_tokens == 8
+
+
+def test_request_arriving_mid_generation_joins_the_running_batch(engine):
+    prompts = _prompts(engine, 2)
+
+    async def run():
+        first_done = asyncio.Event()
+        second_tokens_before_first_done = 0
+
+        async def long_one():
+            await engine.complete(_greedy(prompts[0], None, max_new_tokens=60))
+            first_done.set()
+
+        async def late_one():
+            nonlocal second_tokens_before_first_done
+            await asyncio.sleep(0.05)
+            async for event in engine.generate(_greedy(prompts[1], "ft:b", max_new_tokens=5)):
+                if not first_done.is_set() and event.token_id is not None:
+                    second_tokens_before_first_done += 1
+
+        await asyncio.gather(long_one(), late_one())
+        return second_tokens_before_first_done
+
+    assert asyncio.run(run()) == 5
+    assert engine.stats()["mixed_adapter_steps"] > 0
+
+
+def test_stop_string_cuts_output_even_across_tokens(engine):
+    prompt = _prompts(engine, 4)[3]
+    full = asyncio.run(engine.complete(_greedy(prompt, "ft:c", max_new_tokens=16)))
+    assert len(full.text) > 12
+    stop = full.text[5:12]  # a span that most likely crosses token boundaries
+    expected = full.text[: full.text.index(stop)]
+
+    async def stream():
+        pieces = []
+        async for event in engine.generate(_greedy(prompt, "ft:c", max_new_tokens=16, stop_strings=[stop])):
+            pieces.append(event)
+        return pieces
+
+    events = asyncio.run(stream())
+    assert "".join(e.text for e in events) == expected
+    assert events[-1].finish_reason == "stop"
+    assert all(stop not in e.text for e in events)
+
+
+def test_same_seed_same_sample_regardless_of_batch(engine):
+    prompts = _prompts(engine, 6)
+    sampled = GenerationRequest(prompt_ids=prompts[0], adapter="ft:d", max_new_tokens=12, temperature=1.0, seed=7)
+
+    async def run():
+        alone = await engine.complete(sampled)
+        others = [GenerationRequest(prompt_ids=p, max_new_tokens=12, temperature=0.8, seed=i) for i, p in enumerate(prompts)]
+        together = await asyncio.gather(engine.complete(sampled), *(engine.complete(r) for r in others))
+        other_seed = await engine.complete(GenerationRequest(**{**vars(sampled), "seed": 8}))
+        return alone, together[0], other_seed
+
+    alone, together, other_seed = asyncio.run(run())
+    assert alone.token_ids == together.token_ids
+    assert alone.token_ids != other_seed.token_ids
+
+
+def test_json_mode_output_always_parses(engine):
+    prompt = _prompts(engine, 1)[0]
+    requests = [
+        GenerationRequest(prompt_ids=prompt, adapter=a, max_new_tokens=24, temperature=1.0, seed=s, json_mode=True)
+        for s, a in enumerate([None, "ft:a", None, "ft:b", None, "ft:c"])
+    ]
+
+    async def run():
+        return await asyncio.gather(*(engine.complete(r) for r in requests))
+
+    for completion in asyncio.run(run()):
+        assert isinstance(json.loads(completion.text), dict), completion.text
+        assert completion.usage.completion_tokens <= 24
+
+
+def test_logprobs_and_top_logprobs(engine):
+    request = _greedy(_prompts(engine, 1)[0], None, max_new_tokens=4, logprobs=True, top_logprobs=3)
+    completion = asyncio.run(engine.complete(request))
+    assert len(completion.logprobs) == 4
+    for chosen, tops in zip(completion.logprobs, completion.top_logprobs, strict=True):
+        assert chosen <= 0 and len(tops) == 3
+        assert tops[0].logprob == pytest.approx(chosen)  # greedy picks the most likely token
+
+
+def test_overload_is_refused_with_a_clear_message(make_engine):
+    engine = make_engine(max_batch_size=1, max_queue=1, max_total_tokens=10_000)
+    prompt = _prompts(engine, 1)[0]
+
+    async def run():
+        running = asyncio.create_task(engine.complete(_greedy(prompt, None, max_new_tokens=400)))
+        await asyncio.sleep(0.2)
+        queued = asyncio.create_task(engine.complete(_greedy(prompt, None, max_new_tokens=5)))
+        await asyncio.sleep(0.05)
+        with pytest.raises(EngineOverloaded, match="queued"):
+            await engine.complete(_greedy(prompt, None, max_new_tokens=5))
+        running.cancel()
+        await asyncio.gather(running, queued, return_exceptions=True)
+
+    asyncio.run(run())
+    small = make_engine(max_total_tokens=100)
+
+    async def too_many_tokens():
+        task = asyncio.create_task(small.complete(_greedy(prompt, None, max_new_tokens=70)))
+        await asyncio.sleep(0.05)
+        with pytest.raises(EngineOverloaded, match="tokens in flight"):
+            await small.complete(_greedy(prompt, None, max_new_tokens=70))
+        await task
+
+    asyncio.run(too_many_tokens())
+
+
+def test_cancelled_request_leaves_the_batch_and_frees_its_slot(engine):
+    async def run():
+        stream = engine.generate(_greedy(_prompts(engine, 1)[0], "ft:a", max_new_tokens=500))
+        async for _event in stream:
+            break
+        await stream.aclose()
+
+    asyncio.run(run())
+    deadline = time.time() + 10
+    while time.time() < deadline and (engine.stats()["running"] or engine.stats()["tokens_in_flight"]):
+        time.sleep(0.02)
+    stats = engine.stats()
+    assert stats["running"] == 0 and stats["tokens_in_flight"] == 0
+    assert stats["requests_cancelled"] == 1
+    assert stats["generated_tokens"] < 100
+
+
+def test_adapter_lru_evicts_idle_adapters_but_never_one_in_use(make_engine):
+    engine = make_engine(max_loaded_adapters=2)
+    prompt = _prompts(engine, 1)[0]
+
+    async def run():
+        for key in ["ft:a", "ft:b", "ft:c"]:
+            await engine.complete(_greedy(prompt, key, max_new_tokens=2))
+        assert engine.stats()["loaded_adapters"] == ["ft:b", "ft:c"]
+        busy = asyncio.create_task(engine.complete(_greedy(prompt, "ft:b", max_new_tokens=300)))
+        await asyncio.sleep(0.1)
+        await engine.complete(_greedy(prompt, "ft:d", max_new_tokens=2))
+        await engine.complete(_greedy(prompt, "ft:a", max_new_tokens=2))
+        assert "ft:b" in engine.stats()["loaded_adapters"]  # in use: kept although least recently used
+        busy.cancel()
+        await asyncio.gather(busy, return_exceptions=True)
+
+    asyncio.run(run())
+    assert engine.stats()["adapter_evictions"] >= 2
