@@ -67,7 +67,11 @@ def sequential_baseline(model_dir: Path, prompts: list[list[int]], max_new: int,
     with torch.inference_mode():
         for prompt in prompts:
             out = model.generate(
-                torch.tensor([prompt]), max_new_tokens=max_new, do_sample=False, eos_token_id=stops, pad_token_id=stops[0]
+                torch.tensor([prompt]),
+                max_new_tokens=max_new,
+                do_sample=False,
+                eos_token_id=stops,
+                pad_token_id=stops[0],
             )
             tokens += out.shape[1] - len(prompt)
     elapsed = time.perf_counter() - start

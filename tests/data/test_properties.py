@@ -31,7 +31,9 @@ _messages = st.lists(
     max_size=5,
 )
 _examples = st.one_of(
-    st.fixed_dictionaries({"messages": _messages}, optional={"tools": _json_values, "parallel_tool_calls": _json_values}),
+    st.fixed_dictionaries(
+        {"messages": _messages}, optional={"tools": _json_values, "parallel_tool_calls": _json_values}
+    ),
     st.fixed_dictionaries(
         {"input": st.fixed_dictionaries({"messages": _messages}) | _json_values},
         optional={"preferred_output": _messages | _json_values, "non_preferred_output": _messages},

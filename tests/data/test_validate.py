@@ -105,7 +105,11 @@ def test_format_is_the_first_valid_lines_and_other_formats_are_mixed():
     lines = _lines([broken_completion, *[_chat(i) for i in range(10)], {"prompt": "a", "completion": "b"}])
     report = validate_lines(lines)
     assert report.format == "chat"
-    assert [(e.line, e.code) for e in report.errors] == [(1, "missing_prompt"), (1, "mixed_formats"), (12, "mixed_formats")]
+    assert [(e.line, e.code) for e in report.errors] == [
+        (1, "missing_prompt"),
+        (1, "mixed_formats"),
+        (12, "mixed_formats"),
+    ]
     assert "completion example" in report.errors[1].message and "chat" in report.errors[1].message
 
 
@@ -121,8 +125,10 @@ def test_tool_reply_must_answer_an_earlier_call_not_a_later_one():
     messages = [
         {"role": "user", "content": "Weather?"},
         {"role": "tool", "tool_call_id": "call_1", "content": "Sunny"},
-        {"role": "assistant", "tool_calls": [{"id": "call_1", "type": "function",
-                                              "function": {"name": "w", "arguments": "{}"}}]},
+        {
+            "role": "assistant",
+            "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "w", "arguments": "{}"}}],
+        },
         {"role": "assistant", "content": "Sunny."},
     ]
     report = validate_lines(_lines([{"messages": messages}]), min_examples=0)
@@ -132,8 +138,12 @@ def test_tool_reply_must_answer_an_earlier_call_not_a_later_one():
 def test_numeric_weights_and_tool_calls_are_accepted_unlike_the_cookbook_validator():
     messages = [
         {"role": "user", "content": "Hi"},
-        {"role": "assistant", "content": "Let me check.", "weight": 0.0,
-         "tool_calls": [{"id": "c", "type": "function", "function": {"name": "w", "arguments": "{}"}}]},
+        {
+            "role": "assistant",
+            "content": "Let me check.",
+            "weight": 0.0,
+            "tool_calls": [{"id": "c", "type": "function", "function": {"name": "w", "arguments": "{}"}}],
+        },
         {"role": "tool", "tool_call_id": "c", "content": "ok"},
         {"role": "assistant", "content": "Done.", "weight": 1},
     ]
@@ -194,8 +204,9 @@ def test_token_stats_match_the_training_encoding(smollm2_tokenizer):
 
 def test_examples_over_the_context_are_warned_with_their_token_count(smollm2_tokenizer):
     long_example = {"messages": [{"role": "user", "content": "word " * 300}, {"role": "assistant", "content": "ok"}]}
-    report = validate_lines(_lines([_chat(1), long_example]), tokenizer=smollm2_tokenizer, context_length=64,
-                            min_examples=0)
+    report = validate_lines(
+        _lines([_chat(1), long_example]), tokenizer=smollm2_tokenizer, context_length=64, min_examples=0
+    )
     assert report.ok
     [warning] = report.warnings
     assert (warning.line, warning.code) == (2, "example_too_long")

@@ -121,7 +121,9 @@ def test_same_seed_same_sample_regardless_of_batch(engine):
 
     async def run():
         alone = await engine.complete(sampled)
-        others = [GenerationRequest(prompt_ids=p, max_new_tokens=12, temperature=0.8, seed=i) for i, p in enumerate(prompts)]
+        others = [
+            GenerationRequest(prompt_ids=p, max_new_tokens=12, temperature=0.8, seed=i) for i, p in enumerate(prompts)
+        ]
         together = await asyncio.gather(engine.complete(sampled), *(engine.complete(r) for r in others))
         other_seed = await engine.complete(GenerationRequest(**{**vars(sampled), "seed": 8}))
         return alone, together[0], other_seed
@@ -217,3 +219,59 @@ def test_adapter_lru_evicts_idle_adapters_but_never_one_in_use(make_engine):
 
     asyncio.run(run())
     assert engine.stats()["adapter_evictions"] >= 2
+
+
+def test_adapter_output_equals_peft_generate_with_that_adapter(engine, tiny_model_dir, lora_adapter_dirs):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    prompt = _prompts(engine, 2)[1]
+
+    async def run():
+        return await asyncio.gather(*(engine.complete(_greedy(prompt, key, max_new_tokens=10)) for key in ADAPTER_KEYS))
+
+    ours = asyncio.run(run())
+    for key, completion in zip(ADAPTER_KEYS[:2], ours, strict=False):
+        base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+        reference_model = PeftModel.from_pretrained(base, lora_adapter_dirs[key]).eval()
+        with torch.inference_mode():
+            reference = reference_model.generate(input_ids=torch.tensor([prompt]), max_new_tokens=10, do_sample=False)
+        assert completion.token_ids == reference[0, len(prompt) :].tolist()[: len(completion.token_ids)]
+
+
+def test_adapters_batched_lora_cannot_stack_fall_back_to_peft(make_engine, tiny_model_dir, tmp_path):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(5)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    config = LoraConfig(r=4, target_modules=["q_proj", "embed_tokens"], init_lora_weights=False)
+    get_peft_model(base, config).save_pretrained(tmp_path / "embedding-lora")
+    engine = make_engine(extra_adapters={"ft:emb": tmp_path / "embedding-lora"})
+    prompts = _prompts(engine, 4)
+    keys = ["ft:emb", "ft:a", None, "ft:emb"]
+    requests = [_greedy(p, key, max_new_tokens=8) for p, key in zip(prompts, keys, strict=True)]
+
+    async def run():
+        alone = [await engine.complete(r) for r in requests]
+        together = await asyncio.gather(*(engine.complete(r) for r in requests))
+        return alone, together
+
+    alone, together = asyncio.run(run())
+    assert [c.token_ids for c in together] == [c.token_ids for c in alone]
+    assert engine._batched_lora is None  # embedding LoRA is served through PEFT's adapter_names
+    assert engine.stats()["mixed_adapter_steps"] > 0
+
+
+def test_dora_adapters_are_refused_with_a_clear_message(make_engine, tiny_model_dir, tmp_path):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj"], use_dora=True)).save_pretrained(tmp_path / "d")
+    engine = make_engine(extra_adapters={"ft:dora": tmp_path / "d"})
+    with pytest.raises(ValueError, match="not plain LoRA"):
+        asyncio.run(engine.complete(_greedy(_prompts(engine, 1)[0], "ft:dora")))

@@ -64,9 +64,10 @@ def test_explicit_values_are_kept_and_learning_rate_scales_with_the_multiplier()
 def test_dpo_resolves_beta_and_a_smaller_learning_rate():
     resolved = resolve_hyperparameters("dpo", {"beta": 0.3}, n_train_examples=100, context_length=2048)
     assert resolved.beta == 0.3
-    assert resolved.learning_rate < resolve_hyperparameters(
-        "supervised", {}, n_train_examples=100, context_length=2048
-    ).learning_rate
+    assert (
+        resolved.learning_rate
+        < resolve_hyperparameters("supervised", {}, n_train_examples=100, context_length=2048).learning_rate
+    )
     assert resolve_hyperparameters("dpo", {}, n_train_examples=100, context_length=2048).beta == 0.1
 
 
@@ -76,7 +77,9 @@ def _method(hyperparameters, method_type="supervised"):
 
 def test_valid_and_auto_requests_have_no_problems():
     assert validate_hyperparameters(None) == []
-    assert validate_hyperparameters(_method({"n_epochs": "auto", "batch_size": 256, "learning_rate_multiplier": 2})) == []
+    assert (
+        validate_hyperparameters(_method({"n_epochs": "auto", "batch_size": 256, "learning_rate_multiplier": 2})) == []
+    )
     assert validate_hyperparameters(_method({"beta": 2, "lora_rank": 0}, "dpo")) == []
 
 

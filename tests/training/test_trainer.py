@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 from peft import PeftModel
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from openft.training.datasets import TrainingDataError
+from openft.training.callbacks import NullReporter
+from openft.training.datasets import TrainingDataError, tokenize_file
 from openft.training.hyperparameters import resolve_hyperparameters
-from openft.training.trainer import run_training
+from openft.training.trainer import build_trainer, run_training
 from openft.training.trainer_config import TrainerRunConfig
 
 
@@ -65,6 +66,12 @@ def _write(path: Path, rows: list[dict]) -> str:
     return str(path)
 
 
+def _tokenized_lengths(config: TrainerRunConfig, model_dir) -> list[list[int]]:
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    data = tokenize_file(config.training_file, tokenizer, config.hyperparameters.max_seq_length, "supervised")
+    return data.dataset["input_ids"]
+
+
 def _config(tmp_path, model_dir, *, rows=None, method="supervised", output="out", valid_rows=None, **hparams):
     rows = rows if rows is not None else [_chat(i) for i in range(8)]
     given = {"n_epochs": 1, "batch_size": 4, "learning_rate_multiplier": 10, "lora_dropout": 0.0, **hparams}
@@ -83,50 +90,75 @@ def _config(tmp_path, model_dir, *, rows=None, method="supervised", output="out"
     )
 
 
-def test_lora_run_reports_metrics_keeps_last_three_epoch_checkpoints_and_saves_adapter(tmp_path, tiny_model_dir):
-    config = _config(tmp_path, tiny_model_dir, n_epochs=4, valid_rows=[_chat(i) for i in range(2)])
+def test_lora_run_reports_every_step_validates_each_epoch_and_bills_tokens_times_epochs(tmp_path, tiny_model_dir):
+    rows = [_chat(i) for i in range(5)]  # batch 3: two steps per epoch, the second one short
+    config = _config(tmp_path, tiny_model_dir, rows=rows, n_epochs=3, batch_size=3, valid_rows=rows[:2])
     reporter = RecordingReporter()
     result = run_training(config, reporter)
 
     assert result.status == "succeeded"
-    assert (result.steps, result.total_steps) == (8, 8)
-    assert reporter.started[0][0] == 8 and reporter.started[0][1]["lora_rank"] == 16
-    assert [step for step, _, _ in reporter.metrics] == list(range(1, 9))
+    assert (result.steps, result.total_steps) == (6, 6)
+    assert reporter.started[0][0] == 6 and reporter.started[0][1]["lora_rank"] == 16
+    assert [step for step, _, _ in reporter.metrics] == list(range(1, 7))
     for step, _, metrics in reporter.metrics:
         assert {"train_loss", "train_mean_token_accuracy"} <= metrics.keys()
         assert ("valid_loss" in metrics) == (step % 2 == 0)  # validation at each epoch end
         assert 0.0 <= metrics["train_mean_token_accuracy"] <= 1.0
-    assert [step for step, _, _ in reporter.checkpoints] == [2, 4, 6, 8]
+    assert [step for step, _, _ in reporter.checkpoints] == [2, 4, 6]
     assert "valid_loss" in reporter.checkpoints[-1][2]
-    kept = sorted(p.name for p in Path(config.output_dir).glob("checkpoint-*"))
-    assert kept == ["checkpoint-4", "checkpoint-6", "checkpoint-8"]
-    assert result.checkpoint_path.endswith("checkpoint-8")
+    assert result.checkpoint_path.endswith("checkpoint-6")
     assert list(config.tensorboard_dir.glob("events.out.tfevents.*"))
-
-    # billable tokens: every training token once per epoch
-    assert result.trained_tokens == 4 * result.trained_tokens // 4 > 0
     assert result.metrics_history[0]["step"] == 1.0
 
-    # the final adapter and each kept checkpoint load on their own over the base model
+    # billable tokens: every training token once per epoch
+    per_epoch = sum(len(ids) for ids in _tokenized_lengths(config, tiny_model_dir))
+    assert result.trained_tokens == 3 * per_epoch
+
+
+def test_one_checkpoint_per_epoch_last_three_kept_each_loadable_as_an_adapter(tmp_path, tiny_model_dir):
+    config = _config(tmp_path, tiny_model_dir, rows=[_chat(i) for i in range(4)], n_epochs=4)  # 1 step/epoch
+    reporter = RecordingReporter()
+    result = run_training(config, reporter)
+    assert [step for step, _, _ in reporter.checkpoints] == [1, 2, 3, 4]
+    kept = sorted(p.name for p in Path(config.output_dir).glob("checkpoint-*"))
+    assert kept == ["checkpoint-2", "checkpoint-3", "checkpoint-4"]
+
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    for folder in (result.final_path, kept[0]):
-        adapter_dir = folder if Path(folder).is_absolute() else Path(config.output_dir) / folder
-        model = PeftModel.from_pretrained(base, adapter_dir)
+    for folder in (Path(result.final_path), Path(config.output_dir) / kept[0]):
+        model = PeftModel.from_pretrained(base, folder)
         assert model.peft_config["default"].r == 16
         base = model.unload()
+
+
+def test_batches_carry_loss_only_on_weighted_assistant_tokens(tmp_path, tiny_model_dir):
+    row = {
+        "messages": [
+            {"role": "user", "content": "USER secret"},
+            {"role": "assistant", "content": "ignored reply", "weight": 0},
+            {"role": "user", "content": "again"},
+            {"role": "assistant", "content": "learned reply"},
+        ]
+    }
+    run = build_trainer(_config(tmp_path, tiny_model_dir, rows=[row, _chat(1)], batch_size=2), NullReporter())
+    batch = next(iter(run.trainer.get_train_dataloader()))
+    assert "attention_mask" not in batch and batch["input_ids"].shape[0] == 1  # padding-free: one row of tokens
+    tokens, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
+    trained = [t for t, label in zip(tokens, labels, strict=True) if label != -100]
+    text = run.tokenizer.decode(trained)
+    assert "learned reply<|im_end|>" in text and "The code is 1.<|im_end|>" in text
+    assert "USER" not in text and "ignored" not in text and "assistant" not in text
 
 
 def test_loss_decreases_on_a_memorizable_task(tmp_path, tiny_model_dir):
     rows = [_chat(i) for i in range(4)]
     # Full fine-tuning: the tiny model's random LM head makes a LoRA-only fit slow to show in a few steps.
-    config = _config(tmp_path, tiny_model_dir, rows=rows, n_epochs=8, lora_rank=0, learning_rate_multiplier=300)
+    config = _config(tmp_path, tiny_model_dir, rows=rows, n_epochs=6, lora_rank=0, learning_rate_multiplier=300)
     reporter = RecordingReporter()
     result = run_training(config, reporter)
     losses = reporter.losses()
-    print(losses)
-    assert result.status == "succeeded" and len(losses) == 8
-    assert losses[-1] < 0.6 * losses[0]
-    assert reporter.metrics[-1][2]["train_mean_token_accuracy"] > reporter.metrics[0][2]["train_mean_token_accuracy"]
+    assert result.status == "succeeded" and len(losses) == 6
+    assert losses[-1] < losses[0] - 1.5
+    assert all(later < earlier for earlier, later in zip(losses, losses[1:], strict=False))
 
 
 def test_same_seed_and_data_give_the_same_losses(tmp_path, tiny_model_dir):
@@ -186,14 +218,14 @@ def test_full_fine_tuning_saves_a_whole_model(tmp_path, tiny_model_dir):
 
 def test_dpo_on_a_tiny_preference_set(tmp_path, tiny_model_dir):
     rows = [_dpo(i) for i in range(4)]
-    config = _config(tmp_path, tiny_model_dir, rows=rows, method="dpo", batch_size=2, n_epochs=2, beta=0.2)
+    config = _config(tmp_path, tiny_model_dir, rows=rows, method="dpo", batch_size=2, n_epochs=1, beta=0.2)
     reporter = RecordingReporter()
     result = run_training(config, reporter)
-    assert result.status == "succeeded" and result.steps == 4
+    assert result.status == "succeeded" and result.steps == 2
     assert reporter.started[0][1]["beta"] == 0.2
     assert all("train_loss" in metrics for _, _, metrics in reporter.metrics)
     assert Path(result.final_path, "adapter_config.json").exists()
-    assert len(reporter.checkpoints) == 2
+    assert len(reporter.checkpoints) == 1
 
 
 def test_empty_loss_mask_fails_before_training(tmp_path, tiny_model_dir):

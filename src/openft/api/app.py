@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from openft import __version__
-from openft.api import files, fine_tuning, models
+from openft.api import evals, files, fine_tuning, models
 from openft.api.errors import install_error_handlers
 from openft.config import get_settings
 from openft.store.accounts import NewKey, ensure_first_key
@@ -53,6 +53,7 @@ def create_app(*, prepare: bool = True, embedded_worker: bool | None = None) -> 
     app.include_router(files.router)
     app.include_router(fine_tuning.router)
     app.include_router(models.router)
+    app.include_router(evals.router)
 
     @app.get("/health", include_in_schema=False)
     def health() -> dict:

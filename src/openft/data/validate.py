@@ -125,12 +125,12 @@ class _Validator:
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
             self.n_examples += 1
-            issues.add(
-                "invalid_utf8", None, f"byte {exc.start + 1} of the line is not UTF-8; save the file as UTF-8"
-            )
+            issues.add("invalid_utf8", None, f"byte {exc.start + 1} of the line is not UTF-8; save the file as UTF-8")
             return _NOT_AN_EXAMPLE
         if not text.strip():
-            issues.add("blank_line", None, "blank line skipped; remove it, since stricter JSONL readers reject blank lines")
+            issues.add(
+                "blank_line", None, "blank line skipped; remove it, since stricter JSONL readers reject blank lines"
+            )
             return _NOT_AN_EXAMPLE
         self.n_examples += 1
         try:

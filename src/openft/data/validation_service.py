@@ -8,6 +8,8 @@ from typing import Any
 
 from openft.data.validate import validate_file
 from openft.models.registry import ModelNotFound, get_base_model, load_tokenizer
+from openft.pricing.estimates import training_cost_estimates
+from openft.training.hyperparameters import default_n_epochs
 
 
 class UnknownValidationModel(ValueError):
@@ -32,6 +34,10 @@ def validate_training_file(path: Path, model: str) -> ValidationOutcome:
         path, tokenizer=load_tokenizer(base.name), context_length=base.context_length, base_model=base.name
     )
     body = report.model_dump(mode="json")
+    if report.ok:
+        # What OpenAI would charge to train on this file with the default ("auto") number of epochs.
+        n_epochs = default_n_epochs(report.stats.n_valid)
+        body["training_cost_estimates"] = training_cost_estimates(body, n_epochs)
     if report.ok:
         return ValidationOutcome("processed", None, body)
     return ValidationOutcome("error", report.summary(), body)

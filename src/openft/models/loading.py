@@ -12,9 +12,11 @@ import importlib.util
 import json
 import os
 import shutil
+import struct
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from filelock import FileLock
 
@@ -137,20 +139,49 @@ def folder_config(folder: Path) -> dict[str, Any] | None:
         return None
 
 
-_gguf_context_lengths: dict[tuple[str, int], int | None] = {}
+_GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
+
+
+def _read_gguf_value(file: BinaryIO, value_type: int) -> Any:
+    if value_type in _GGUF_SCALARS:
+        fmt = _GGUF_SCALARS[value_type]
+        return struct.unpack(fmt, file.read(struct.calcsize(fmt)))[0]
+    if value_type == _GGUF_STRING:
+        (length,) = struct.unpack("<Q", file.read(8))
+        return file.read(length).decode("utf-8", errors="replace")
+    if value_type == _GGUF_ARRAY:
+        item_type, count = struct.unpack("<IQ", file.read(12))
+        if item_type in _GGUF_SCALARS:  # skip numeric arrays without decoding them
+            file.seek(struct.calcsize(_GGUF_SCALARS[item_type]) * count, os.SEEK_CUR)
+            return None
+        return [_read_gguf_value(file, item_type) for _ in range(count)]
+    raise ValueError(f"unknown GGUF value type {value_type}")
+
+
+def gguf_metadata(gguf_path: Path, wanted: Callable[[str], bool]) -> dict[str, Any]:
+    """The header key/values for which ``wanted(key)`` is true. Reads only the header, in milliseconds
+    (gguf.GGUFReader also indexes every tensor and takes seconds)."""
+    found: dict[str, Any] = {}
+    with open(gguf_path, "rb") as file:
+        magic, version = struct.unpack("<4sI", file.read(8))
+        if magic != b"GGUF" or version < 2:
+            raise ValueError(f"{gguf_path} is not a GGUF v2+ file")
+        _tensor_count, kv_count = struct.unpack("<QQ", file.read(16))
+        for _ in range(kv_count):
+            key = _read_gguf_value(file, _GGUF_STRING)
+            (value_type,) = struct.unpack("<I", file.read(4))
+            value = _read_gguf_value(file, value_type)
+            if wanted(key):
+                found[key] = value
+    return found
 
 
 def gguf_context_length(gguf_path: Path) -> int | None:
-    """``{arch}.context_length`` from the GGUF header (read once per file version; it takes ~2 s)."""
-    key = (str(gguf_path), gguf_path.stat().st_mtime_ns)
-    if key not in _gguf_context_lengths:
-        from gguf import GGUFReader
-
-        reader = GGUFReader(gguf_path)
-        architecture = reader.fields["general.architecture"].contents()
-        field = reader.fields.get(f"{architecture}.context_length")
-        _gguf_context_lengths[key] = int(field.contents()) if field is not None else None
-    return _gguf_context_lengths[key]
+    """``{architecture}.context_length`` from the GGUF header."""
+    metadata = gguf_metadata(gguf_path, lambda key: key.endswith(".context_length") or key == "general.architecture")
+    value = metadata.get(f"{metadata.get('general.architecture')}.context_length")
+    return int(value) if value is not None else None
 
 
 def context_length_from_config(config: dict[str, Any] | None) -> int | None:

@@ -198,14 +198,14 @@ def materialize(name: str) -> Path:
     return loading.materialize_gguf(model.gguf_path, _cache_folder(name), model.default_system_prompt)
 
 
-_tokenizers: dict[tuple[str, str], PreTrainedTokenizerBase] = {}
+_tokenizers: dict[tuple[str, str], PreTrainedTokenizerBase] = {}  # (name, model entry + cache dir)
 _tokenizers_lock = threading.Lock()
 
 
 def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
     """The model's tokenizer with openft's chat template, loaded once per process (per name and folder)."""
     model = get_base_model(name)
-    key = (name, f"{model.kind}:{model.location}:{model.gguf_file}:{get_settings().model_cache_dir}")
+    key = (name, repr((model, str(get_settings().model_cache_dir))))
     with _tokenizers_lock:
         if key not in _tokenizers:
             tokenizer = AutoTokenizer.from_pretrained(materialize(name))

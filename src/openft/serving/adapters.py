@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
@@ -38,19 +39,29 @@ class AdapterCache:
         self._loaded: OrderedDict[str, str] = OrderedDict()  # key -> PEFT name, least recently used first
         self._in_use: dict[str, int] = {}
         self.loads = 0
+        self.version = 0  # bumped whenever the set of loaded adapters changes
         self.evictions = 0
 
     def resolve(self, key: str) -> Path:
         if self._resolver is None:
             raise AdapterNotFound(key, "this engine serves no adapters")
         path = Path(self._resolver(key))
-        if not (path / "adapter_config.json").is_file():
+        config_path = path / "adapter_config.json"
+        if not config_path.is_file():
             raise AdapterNotFound(key, f"{path} holds no adapter_config.json")
+        config = json.loads(config_path.read_text())
+        if config.get("peft_type", "LORA") != "LORA" or config.get("use_dora"):
+            # PEFT cannot mix these with other adapters in one batch (adapter_names rejects DoRA).
+            raise ValueError(f"adapter {key!r} is not plain LoRA (DoRA or another PEFT method); cannot serve it")
         return path
 
     @property
     def loaded_keys(self) -> list[str]:
         return list(self._loaded)
+
+    @property
+    def loaded_names(self) -> list[str]:
+        return list(self._loaded.values())
 
     def acquire(self, key: str | None) -> str:
         """PEFT adapter name for ``key`` (loading it if needed), pinned until ``release``."""
@@ -82,6 +93,7 @@ class AdapterCache:
             self.model = PeftModel.from_pretrained(self._base_model, str(path), adapter_name=name)
         self.model.eval()
         self._loaded[key] = name
+        self.version += 1
         self.loads += 1
         log.info("loaded adapter %s from %s", key, path)
         self._evict_idle()
@@ -96,4 +108,5 @@ class AdapterCache:
             assert isinstance(self.model, PeftModel)
             self.model.delete_adapter(name)
             self.evictions += 1
+            self.version += 1
             log.info("evicted adapter %s", key)

@@ -127,7 +127,9 @@ class LocalBackend:
                 events = [
                     TokenEvent(token_id=t, text="", logprob=lp, top_logprobs=tops)
                     for t, lp, tops in zip(
-                        result.token_ids, result.logprobs or [], result.top_logprobs or [[]] * len(result.token_ids),
+                        result.token_ids,
+                        result.logprobs or [],
+                        result.top_logprobs or [[]] * len(result.token_ids),
                         strict=False,
                     )
                 ]
@@ -197,10 +199,7 @@ class LocalBackend:
             logprobs = {
                 "tokens": [text_of(t) for t in result.token_ids],
                 "token_logprobs": result.logprobs,
-                "top_logprobs": [
-                    {t.token: t.logprob for t in tops} for tops in (result.top_logprobs or [])
-                ]
-                or None,
+                "top_logprobs": [{t.token: t.logprob for t in tops} for tops in (result.top_logprobs or [])] or None,
             }
         return {
             "id": _new_id("cmpl-"),
@@ -225,4 +224,3 @@ class LocalBackend:
                         {"index": 0, "text": event.text, "finish_reason": event.finish_reason, "logprobs": None}
                     ],
                 }
-

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
-from openft.serving import json_constraint, kv_batch
+from openft.serving import json_constraint, kv_batch, lora_batch
 from openft.serving.adapters import AdapterCache, AdapterResolver
 from openft.serving.detokenize import IncrementalDetokenizer, StopStringFilter
 from openft.serving.sampling import logprobs_for, sample_row
@@ -112,6 +112,10 @@ class Engine:
         self.tokenizer: PreTrainedTokenizerBase | None = None
         self.adapters: AdapterCache | None = None
         self._json_vocab: json_constraint.JsonVocabulary | None = None
+        self._default_stop_ids: frozenset[int] = frozenset()
+        self._max_positions = 1 << 30
+        self._batched_lora: lora_batch.BatchedLora | None = None
+        self._lora_version = 0
 
     # ----- lifecycle -------------------------------------------------------------------------------------
 
@@ -157,7 +161,10 @@ class Engine:
         Stopping iteration early (or cancelling the task) removes the request from the batch.
         """
         request.validate()
-        await asyncio.to_thread(self.wait_ready)
+        if not self._ready.is_set():
+            await asyncio.to_thread(self.wait_ready)
+        if self._load_error is not None:
+            raise RuntimeError(f"model failed to load: {self._load_error}") from self._load_error
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[TokenEvent | BaseException] = asyncio.Queue()
 
@@ -207,6 +214,10 @@ class Engine:
                 f"prompt ({len(request.prompt_ids)} tokens) plus max_tokens ({request.max_new_tokens}) exceeds "
                 f"this server's limit of {self.max_total_tokens} tokens per request"
             )
+        if len(request.prompt_ids) >= self._max_positions:
+            raise ValueError(
+                f"prompt has {len(request.prompt_ids)} tokens; the model's context is {self._max_positions} tokens"
+            )
         with self._lock:
             if self._closed:
                 raise EngineOverloaded("the engine is shutting down")
@@ -241,9 +252,8 @@ class Engine:
             self.model, self.tokenizer = model, tokenizer
             self.adapters = AdapterCache(model, self._resolver, self._max_loaded_adapters)
             eos = model.generation_config.eos_token_id if model.generation_config is not None else None
-            self._default_stop_ids = frozenset(
-                [eos] if isinstance(eos, int) else list(eos or []) + [tokenizer.eos_token_id]
-            ) - {None}
+            eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
+            self._default_stop_ids = frozenset(i for i in [*eos_ids, tokenizer.eos_token_id] if i is not None)
             self._max_positions = getattr(model.config, "max_position_embeddings", 1 << 30)
         except BaseException as exc:  # surfaced to callers by wait_ready
             self._load_error = exc
@@ -312,7 +322,12 @@ class Engine:
         adapter_names = [s.adapter_name for s in sequences]
         kwargs = {}
         if self.adapters.model is not self.model:
-            kwargs["adapter_names"] = adapter_names
+            if self._lora_version != self.adapters.version:
+                self._sync_batched_lora()
+            if self._batched_lora is not None:
+                self._batched_lora.set_rows(adapter_names)
+            else:
+                kwargs["adapter_names"] = adapter_names
         out = self.adapters.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -330,6 +345,18 @@ class Engine:
         if len(set(adapter_names)) > 1:
             stats.mixed_adapter_steps += 1
         return out.logits[:, -1, :].float()
+
+    def _sync_batched_lora(self) -> None:
+        model = self.adapters.model
+        if lora_batch.supports(model):
+            if self._batched_lora is None:
+                self._batched_lora = lora_batch.BatchedLora(model)
+            self._batched_lora.rebuild(self.adapters.loaded_names)
+        elif self._batched_lora is not None:
+            log.info("an adapter needs PEFT's own mixed-batch forward; switching to adapter_names")
+            self._batched_lora.remove()
+            self._batched_lora = None
+        self._lora_version = self.adapters.version
 
     def _prefill(self, sequences: list[_Sequence]) -> None:
         longest = max(len(s.request.prompt_ids) for s in sequences)
@@ -443,7 +470,7 @@ class Engine:
             return
         for sequence in self._running:
             if sequence.cancelled:
-                self._release(sequence, cancelled=sequence.next_token is not None)
+                self._release(sequence, cancelled=True)  # no-op for finished rows: _finish released them
         self._running = [self._running[row] for row in keep]
         if self._running:
             self._cache, self._mask = kv_batch.select_rows(self._cache, self._mask, keep)
@@ -460,4 +487,3 @@ class Engine:
             self._stats.requests_cancelled += 1
         with self._lock:
             self._tokens_in_flight -= sequence.budget
-

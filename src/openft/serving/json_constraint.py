@@ -10,6 +10,7 @@ the object afterwards still fits in the remaining token budget, so the output al
 from __future__ import annotations
 
 import json
+
 import torch
 from transformers import PreTrainedTokenizerBase
 
@@ -276,4 +277,3 @@ def parses(text: str) -> bool:
         return isinstance(json.loads(text), dict)
     except ValueError:
         return False
-

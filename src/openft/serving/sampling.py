@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from openft.serving.types import TopLogprob
@@ -37,7 +39,7 @@ def sample_row(
 
 
 def logprobs_for(
-    processed: torch.Tensor, token: int, top_n: int, token_text: callable
+    processed: torch.Tensor, token: int, top_n: int, token_text: Callable[[int], str]
 ) -> tuple[float, list[TopLogprob] | None]:
     logprobs = torch.log_softmax(processed, dim=-1)
     chosen = float(logprobs[token])

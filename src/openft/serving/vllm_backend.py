@@ -63,9 +63,7 @@ class VLLMBackend:
         return model
 
     async def _load_adapter(self, name: str, path: Path) -> None:
-        response = await self._client.post(
-            "/v1/load_lora_adapter", json={"lora_name": name, "lora_path": str(path)}
-        )
+        response = await self._client.post("/v1/load_lora_adapter", json={"lora_name": name, "lora_path": str(path)})
         # vLLM answers 400 "already loaded" after its own restart-free reloads; that is success for us.
         if response.status_code >= 400 and "already" not in response.text.lower():
             raise VLLMError(response.status_code, f"loading adapter {name!r} from {path}: {response.text}")

@@ -76,7 +76,9 @@ def read_jsonl(path: str | Path, param: str = "training_file") -> Iterator[tuple
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as error:
-                raise TrainingDataError("invalid_json", f"Line {line_number} is not valid JSON: {error}", param)
+                raise TrainingDataError(
+                    "invalid_json", f"Line {line_number} is not valid JSON: {error}", param
+                ) from error
             if not isinstance(row, dict):
                 raise TrainingDataError("invalid_row", f"Line {line_number} is not a JSON object.", param)
             yield line_number, row
@@ -163,8 +165,11 @@ def _completion_ids(tokenizer: PreTrainedTokenizerBase, row: dict[str, Any], out
     answer = {key: value for key, value in row[output_key][0].items() if key != "weight"}
     encoded = encode_chat(tokenizer, [*messages, answer], row["input"].get("tools"))
     prompt_length = len(encode_prompt(tokenizer, messages, row["input"].get("tools")))
-    return [token for token, label in zip(encoded.input_ids[prompt_length:], encoded.labels[prompt_length:], strict=True)
-            if label != IGNORE_INDEX]
+    return [
+        token
+        for token, label in zip(encoded.input_ids[prompt_length:], encoded.labels[prompt_length:], strict=True)
+        if label != IGNORE_INDEX
+    ]
 
 
 def tokenize_preferences(

@@ -165,7 +165,7 @@ def _check_number(name: str, value: Any) -> str | None:
     is_number = isinstance(value, int | float) and not isinstance(value, bool)
     if not is_number or (kind is int and not float(value).is_integer()) or not math.isfinite(value):
         expected = "an integer" if kind is int else "a number"
-        return f"`{name}` must be {expected} or \"auto\", got {value!r}."
+        return f'`{name}` must be {expected} or "auto", got {value!r}.'
     low_ok = value > low if low_exclusive else value >= low
     if not low_ok or value > high:
         low_text = f"greater than {low:g}" if low_exclusive else f"at least {low:g}"

@@ -85,7 +85,7 @@ def _check_file(session: Session, organization_id: str, file_id: Any, param: str
         raise JobRequestError(
             param, f"File {file_id} has purpose '{row.purpose}'; upload it with purpose 'fine-tune'.", "invalid_file"
         )
-    if row.status != "processed":
+    if row.status != "processed" and not (param == "validation_file" and only_too_few_examples(row.validation)):
         detail = f": {row.status_details}" if row.status_details else ""
         raise JobRequestError(
             param,
@@ -101,6 +101,12 @@ def _check_file(session: Session, organization_id: str, file_id: Any, param: str
             f"{' or '.join(allowed)} examples.",
             "invalid_file",
         )
+
+
+def only_too_few_examples(report: dict[str, Any] | None) -> bool:
+    """A validation file may be small: the 10-example minimum applies to training data only."""
+    errors = (report or {}).get("errors") or []
+    return bool(errors) and all(error.get("code") == "too_few_examples" for error in errors)
 
 
 def _check_metadata(metadata: Any) -> None:

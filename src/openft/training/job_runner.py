@@ -83,8 +83,9 @@ class DatabaseReporter:
         finish = int(time.time() + per_step * max(total_steps - step, 0))
         data = {"step": step, "total_steps": total_steps, **metrics}
         with session_scope() as session:
-            job_store.add_event(session, self.job_id, metrics_message(step, total_steps, metrics), type="metrics",
-                                data=data)
+            job_store.add_event(
+                session, self.job_id, metrics_message(step, total_steps, metrics), type="metrics", data=data
+            )
             session.execute(
                 update(FineTuningJob)
                 .where(FineTuningJob.id == self.job_id)
@@ -94,9 +95,7 @@ class DatabaseReporter:
     def on_checkpoint(self, step: int, path: str, metrics: dict[str, float]) -> None:
         full_metrics = {"step": float(step), **metrics}
         with session_scope() as session:
-            existing = {
-                str(p) for p in Path(path).parent.glob("checkpoint-*") if p.is_dir() and str(p) != path
-            }
+            existing = {str(p) for p in Path(path).parent.glob("checkpoint-*") if p.is_dir() and str(p) != path}
             job_store.forget_missing_checkpoints(session, self.job_id, existing)
             session.add(
                 JobCheckpoint(
@@ -146,8 +145,11 @@ def _report_to(job: FineTuningJob) -> tuple[list[str], str | None]:
     import importlib.util
 
     if importlib.util.find_spec("wandb") is None:
-        return ["tensorboard"], "The wandb integration was requested but the `wandb` package is not installed; " \
-                                "metrics are kept as TensorBoard files among the job's artifacts."
+        return (
+            ["tensorboard"],
+            "The wandb integration was requested but the `wandb` package is not installed; "
+            "metrics are kept as TensorBoard files among the job's artifacts.",
+        )
     project = next(item["wandb"]["project"] for item in job.integrations if item.get("type") == "wandb")
     os.environ.setdefault("WANDB_PROJECT", project)
     return ["tensorboard", "wandb"], None
@@ -165,8 +167,15 @@ def _set_status(job_id: str, status: str, **values: Any) -> bool:
 
 
 def fail_job(job_id: str, code: str, message: str, param: str | None = None) -> None:
-    if _set_status(job_id, "failed", error={"code": code, "message": message, "param": param},
-                   finished_at=int(time.time()), worker_id=None, control=None, estimated_finish=None):
+    if _set_status(
+        job_id,
+        "failed",
+        error={"code": code, "message": message, "param": param},
+        finished_at=int(time.time()),
+        worker_id=None,
+        control=None,
+        estimated_finish=None,
+    ):
         with session_scope() as session:
             job_store.add_event(session, job_id, f"Fine-tuning job failed: {message}", level="error")
 
@@ -176,11 +185,15 @@ def results_csv(history: list[dict[str, float]]) -> bytes:
     writer = csv.writer(out)
     writer.writerow(RESULT_COLUMNS)
     for row in history:
-        writer.writerow([
-            int(row.get("step", 0)),
-            *(("" if row.get(key) is None else f"{row[key]:.6f}") for key in
-              ("train_loss", "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy")),
-        ])
+        writer.writerow(
+            [
+                int(row.get("step", 0)),
+                *(
+                    ("" if row.get(key) is None else f"{row[key]:.6f}")
+                    for key in ("train_loss", "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy")
+                ),
+            ]
+        )
     return out.getvalue().encode()
 
 
@@ -192,8 +205,14 @@ def _store_results_file(organization_id: str, job_id: str, history: list[dict[st
     blobs.path(key).write_bytes(payload)
     with session_scope() as session:
         row = file_store.add_file(
-            session, file_id=new_id("file-"), organization_id=organization_id, filename="step_metrics.csv",
-            purpose="fine-tune-results", size=len(payload), storage_key=key, status="processed",
+            session,
+            file_id=new_id("file-"),
+            organization_id=organization_id,
+            filename="step_metrics.csv",
+            purpose="fine-tune-results",
+            size=len(payload),
+            storage_key=key,
+            status="processed",
         )
         return row.id
 
@@ -268,22 +287,39 @@ def run_job(job_id: str, parent_pid: int) -> int:
     if result.status == "paused":
         if _set_status(job_id, "paused", worker_id=None, control=None, estimated_finish=None):
             with session_scope() as session:
-                job_store.add_event(session, job_id, f"Fine-tuning job paused at step {result.steps}; "
-                                                     "resume it to continue from this checkpoint")
+                job_store.add_event(
+                    session,
+                    job_id,
+                    f"Fine-tuning job paused at step {result.steps}; resume it to continue from this checkpoint",
+                )
         return 0
     if result.status == "cancelled":
         return 0
 
     results_file = _store_results_file(organization_id, job_id, result.metrics_history)
     with session_scope() as session:
-        session.merge(FineTunedModel(
-            id=ft_name, organization_id=organization_id, base_model=base.name, job_id=job_id,
-            created_at=int(time.time()), path=result.final_path,
-            kind="full" if hyperparameters.lora_rank == 0 else "lora",
-        ))
-    if _set_status(job_id, "succeeded", fine_tuned_model=ft_name, trained_tokens=result.trained_tokens,
-                   finished_at=int(time.time()), result_files=[results_file], worker_id=None,
-                   estimated_finish=None, control=None):
+        session.merge(
+            FineTunedModel(
+                id=ft_name,
+                organization_id=organization_id,
+                base_model=base.name,
+                job_id=job_id,
+                created_at=int(time.time()),
+                path=result.final_path,
+                kind="full" if hyperparameters.lora_rank == 0 else "lora",
+            )
+        )
+    if _set_status(
+        job_id,
+        "succeeded",
+        fine_tuned_model=ft_name,
+        trained_tokens=result.trained_tokens,
+        finished_at=int(time.time()),
+        result_files=[results_file],
+        worker_id=None,
+        estimated_finish=None,
+        control=None,
+    ):
         with session_scope() as session:
             for warning in result.warnings:
                 job_store.add_event(session, job_id, warning, level="warn")

@@ -13,12 +13,16 @@ from typing import Any
 from sqlalchemy import update
 
 from openft.config import get_settings
+from openft.pricing.estimates import training_cost_estimates
 from openft.store import files as file_store
 from openft.store import jobs as job_store
 from openft.store.blobs import BlobStore
 from openft.store.db import session_scope
 from openft.store.tables import FineTuningJob
 from openft.training.hyperparameters import resolve_hyperparameters
+from openft.training.job_requests import only_too_few_examples
+
+HOSTED_COMPARISON = ("gpt-4o-mini", "gpt-4.1-nano", "gpt-3.5-turbo")
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +45,11 @@ def _finish(job_id: str, worker_id: str, values: dict[str, Any], events: list[tu
     with session_scope() as session:
         result = session.execute(
             update(FineTuningJob)
-            .where(FineTuningJob.id == job_id, FineTuningJob.status == "validating_files",
-                   FineTuningJob.worker_id == worker_id)
+            .where(
+                FineTuningJob.id == job_id,
+                FineTuningJob.status == "validating_files",
+                FineTuningJob.worker_id == worker_id,
+            )
             .values(worker_id=None, **values)
         )
         if result.rowcount == 1:
@@ -52,9 +59,13 @@ def _finish(job_id: str, worker_id: str, values: dict[str, Any], events: list[tu
 
 def _fail(job_id: str, worker_id: str, param: str, message: str) -> None:
     _finish(
-        job_id, worker_id,
-        {"status": "failed", "finished_at": int(time.time()),
-         "error": {"code": "invalid_" + param, "message": message, "param": param}},
+        job_id,
+        worker_id,
+        {
+            "status": "failed",
+            "finished_at": int(time.time()),
+            "error": {"code": "invalid_" + param, "message": message, "param": param},
+        },
         [("error", message)],
     )
 
@@ -73,6 +84,7 @@ def validate_job(job_id: str, worker_id: str) -> None:
     context_length = get_base_model(model).context_length
     events: list[tuple[str, str]] = []
     training_stats: dict[str, Any] = {}
+    training_report: dict[str, Any] = {}
     for param, file_id in files:
         try:
             report = _report_for(organization_id, file_id, model)
@@ -83,21 +95,30 @@ def validate_job(job_id: str, worker_id: str) -> None:
         if report is None:
             _fail(job_id, worker_id, param, f"The {param} {file_id} was deleted.")
             return
-        if not report.get("ok"):
+        if not report.get("ok") and not (param == "validation_file" and only_too_few_examples(report)):
             errors = report.get("errors") or []
             first = errors[0] if errors else {}
             where = f" (line {first.get('line')}: {first.get('message')})" if first else ""
-            _fail(job_id, worker_id, param,
-                  f"{file_id} has {len(errors)} problem(s) for base model {model}{where}. "
-                  f"See GET /v1/files/{file_id}/validation.")
+            _fail(
+                job_id,
+                worker_id,
+                param,
+                f"{file_id} has {len(errors)} problem(s) for base model {model}{where}. "
+                f"See GET /v1/files/{file_id}/validation.",
+            )
             return
         stats = report.get("stats") or {}
         over = stats.get("n_over_context") or 0
         if over:
-            events.append(("warn", f"{over} example(s) in {file_id} exceed the {context_length}-token context of "
-                                   f"{model} and will be truncated"))
+            events.append(
+                (
+                    "warn",
+                    f"{over} example(s) in {file_id} exceed the {context_length}-token context of "
+                    f"{model} and will be truncated",
+                )
+            )
         if param == "training_file":
-            training_stats = stats
+            training_stats, training_report = stats, report
 
     method_type = method["type"]
     given = method.get(method_type, {}).get("hyperparameters", {})
@@ -105,7 +126,16 @@ def validate_job(job_id: str, worker_id: str) -> None:
     resolved = resolve_hyperparameters(method_type, given, n_train_examples=n_examples, context_length=context_length)
     billable = training_stats.get("billable_tokens_per_epoch")
     if billable is not None:
-        events.append(("info", f"{n_examples} examples x {resolved.n_epochs} epochs: about "
-                               f"{billable * resolved.n_epochs:,} billable training tokens"))
+        events.append(
+            (
+                "info",
+                f"{n_examples} examples x {resolved.n_epochs} epochs: about "
+                f"{billable * resolved.n_epochs:,} billable training tokens",
+            )
+        )
+    hosted = {e["model"]: e for e in training_cost_estimates(training_report, resolved.n_epochs)}
+    if hosted:
+        shown = ", ".join(f"{m} ${hosted[m]['cost_usd']:.2f}" for m in HOSTED_COMPARISON if m in hosted)
+        events.append(("info", f"The same training on OpenAI would cost about: {shown}"))
     events.append(("info", "Files validated, moving job to queued state"))
     _finish(job_id, worker_id, {"status": "queued"}, events)

@@ -23,8 +23,8 @@ from transformers import (
     TrainerCallback,
     set_seed,
 )
-from transformers.trainer_callback import PrinterCallback
 from transformers.integrations import TensorBoardCallback
+from transformers.trainer_callback import PrinterCallback
 from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
 from openft.training.callbacks import Reporter, ReporterCallback
@@ -118,7 +118,7 @@ class PretokenizedDPOTrainer(DPOTrainer):
         return dataset
 
 
-def _common_args(config: TrainerRunConfig, has_eval: bool, n_examples: int) -> dict[str, Any]:
+def _common_args(config: TrainerRunConfig, has_eval: bool) -> dict[str, Any]:
     hparams = config.hyperparameters
     micro, accumulation = micro_batching(hparams.batch_size, config.max_micro_batch_size)
     report_to, _ = _report_to(config.report_to)
@@ -144,6 +144,7 @@ def _common_args(config: TrainerRunConfig, has_eval: bool, n_examples: int) -> d
         "fp16": False,
         "gradient_checkpointing": config.gradient_checkpointing,
         "dataloader_num_workers": 0,
+        "dataloader_pin_memory": torch.cuda.is_available(),
         "disable_tqdm": True,
         **eval_args,
     }
@@ -152,7 +153,7 @@ def _common_args(config: TrainerRunConfig, has_eval: bool, n_examples: int) -> d
 def _build_sft_trainer(config, model, tokenizer, train: TokenizedData, valid, callbacks) -> SFTTrainer:
     hparams = config.hyperparameters
     args = SFTConfig(
-        **_common_args(config, valid is not None, train.stats.examples),
+        **_common_args(config, valid is not None),
         # Rows are truncated already. Padding-free concatenates a batch's rows into one sequence whose
         # position_ids restart at each row, so attention never crosses rows and no pad token is computed.
         max_length=None,
@@ -174,7 +175,7 @@ def _build_sft_trainer(config, model, tokenizer, train: TokenizedData, valid, ca
 def _build_dpo_trainer(config, model, tokenizer, train: TokenizedData, valid, callbacks) -> DPOTrainer:
     hparams = config.hyperparameters
     args = DPOConfig(
-        **_common_args(config, valid is not None, train.stats.examples),
+        **_common_args(config, valid is not None),
         beta=hparams.beta if hparams.beta is not None else 0.1,
         max_length=hparams.max_seq_length,
         precompute_ref_log_probs=False,
@@ -205,22 +206,30 @@ def prepare_data(config: TrainerRunConfig, tokenizer) -> tuple[TokenizedData, To
     train = tokenize_file(config.training_file, tokenizer, max_len, config.method_type)
     valid = None
     if config.validation_file:
-        valid = tokenize_file(
-            config.validation_file, tokenizer, max_len, config.method_type, param="validation_file"
-        )
+        valid = tokenize_file(config.validation_file, tokenizer, max_len, config.method_type, param="validation_file")
     return train, valid
 
 
-def run_training(config: TrainerRunConfig, reporter: Reporter) -> TrainingResult:
-    """Train, reporting as it goes. Raises `TrainingDataError` for data that cannot be trained on."""
-    hparams = config.hyperparameters
+@dataclass
+class PreparedRun:
+    """A trainer ready for `.train()`, with the pieces `run_training` needs afterwards."""
+
+    trainer: SFTTrainer | DPOTrainer
+    tokenizer: PreTrainedTokenizerBase
+    progress: ReporterCallback
+    train: TokenizedData
+    valid: TokenizedData | None
+
+
+def build_trainer(config: TrainerRunConfig, reporter: Reporter) -> PreparedRun:
+    """Tokenize (raising `TrainingDataError` first), load the model and build the TRL trainer."""
     model_dir = resolve_model_dir(config.base_model)
     tokenizer = load_tokenizer(model_dir)
     train, valid = prepare_data(config, tokenizer)
 
     set_seed(config.seed)  # before the model exists: LoRA's initial weights come from this seed
     model = load_model(model_dir)
-    progress = ReporterCallback(reporter, hparams.to_job_dict())
+    progress = ReporterCallback(reporter, config.hyperparameters.to_job_dict())
     callbacks: list[TrainerCallback] = [progress]
     _, wants_tensorboard = _report_to(config.report_to)
     if wants_tensorboard:
@@ -231,6 +240,13 @@ def run_training(config: TrainerRunConfig, reporter: Reporter) -> TrainingResult
     build = _build_dpo_trainer if config.method_type == "dpo" else _build_sft_trainer
     trainer = build(config, model, tokenizer, train, valid, callbacks)
     trainer.remove_callback(PrinterCallback)  # the Reporter and TensorBoard carry the logs; keep stdout quiet
+    return PreparedRun(trainer, tokenizer, progress, train, valid)
+
+
+def run_training(config: TrainerRunConfig, reporter: Reporter) -> TrainingResult:
+    """Train, reporting as it goes. Raises `TrainingDataError` for data that cannot be trained on."""
+    run = build_trainer(config, reporter)
+    trainer, progress = run.trainer, run.progress
     trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
 
     if progress.stop_request == "cancel":
@@ -241,14 +257,14 @@ def run_training(config: TrainerRunConfig, reporter: Reporter) -> TrainingResult
     else:
         status, final_path = "succeeded", str(config.final_dir)
         trainer.save_model(final_path)
-        tokenizer.save_pretrained(final_path)
+        run.tokenizer.save_pretrained(final_path)
     return TrainingResult(
         status=status,
         final_path=final_path,
         checkpoint_path=_newest_checkpoint(config.output_path),
-        trained_tokens=train.stats.billable_tokens_per_epoch * hparams.n_epochs,
+        trained_tokens=run.train.stats.billable_tokens_per_epoch * config.hyperparameters.n_epochs,
         steps=trainer.state.global_step,
         total_steps=trainer.state.max_steps,
         metrics_history=progress.history,
-        warnings=train.stats.warnings() + (valid.stats.warnings() if valid else []),
+        warnings=run.train.stats.warnings() + (run.valid.stats.warnings() if run.valid else []),
     )

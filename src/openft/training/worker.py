@@ -67,7 +67,9 @@ class Worker:
         if job_id is not None:
             self.run_job(job_id)
             return True
-        return False
+        from openft.evals.jobs import claim_and_run_eval  # evaluations are durable jobs on the same workers
+
+        return claim_and_run_eval(self.worker_id)
 
     def recover_stale_jobs(self) -> None:
         stale_after = get_settings().worker_stale_seconds
@@ -76,16 +78,19 @@ class Worker:
                 checkpoint = job_store.latest_checkpoint(session, job.id)
                 result = session.execute(
                     update(FineTuningJob)
-                    .where(FineTuningJob.id == job.id, FineTuningJob.worker_id == job.worker_id,
-                           FineTuningJob.heartbeat_at == job.heartbeat_at)
-                    .values(status="queued" if job.status == "running" else job.status, worker_id=None,
-                            control=None)
+                    .where(
+                        FineTuningJob.id == job.id,
+                        FineTuningJob.worker_id == job.worker_id,
+                        FineTuningJob.heartbeat_at == job.heartbeat_at,
+                    )
+                    .values(status="queued" if job.status == "running" else job.status, worker_id=None, control=None)
                 )
                 if result.rowcount != 1:
                     continue
                 where = f"checkpoint at step {checkpoint.step_number}" if checkpoint else "the beginning"
                 job_store.add_event(
-                    session, job.id,
+                    session,
+                    job.id,
                     f"Worker {job.worker_id} stopped responding; the job was re-queued and resumes from {where}",
                     level="warn",
                 )
@@ -137,13 +142,23 @@ class Worker:
         with session_scope() as session:
             result = session.execute(
                 update(FineTuningJob)
-                .where(FineTuningJob.id == job_id, FineTuningJob.status == "running",
-                       FineTuningJob.worker_id == self.worker_id)
-                .values(status="failed", finished_at=int(time.time()), worker_id=None, estimated_finish=None,
-                        error={"code": "training_process_died",
-                               "message": f"The training process exited unexpectedly (exit code {exit_code}). "
-                                          "See the server log for details.",
-                               "param": None})
+                .where(
+                    FineTuningJob.id == job_id,
+                    FineTuningJob.status == "running",
+                    FineTuningJob.worker_id == self.worker_id,
+                )
+                .values(
+                    status="failed",
+                    finished_at=int(time.time()),
+                    worker_id=None,
+                    estimated_finish=None,
+                    error={
+                        "code": "training_process_died",
+                        "message": f"The training process exited unexpectedly (exit code {exit_code}). "
+                        "See the server log for details.",
+                        "param": None,
+                    },
+                )
             )
             if result.rowcount == 1:
                 job_store.add_event(session, job_id, f"Training process exited with code {exit_code}", level="error")

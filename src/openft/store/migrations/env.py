@@ -3,6 +3,7 @@
 from alembic import context
 from sqlalchemy import create_engine
 
+import openft.store.eval_tables  # noqa: F401  (registers the eval tables on Base.metadata)
 from openft.store.tables import Base
 
 config = context.config

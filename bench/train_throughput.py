@@ -1,0 +1,295 @@
+"""Training throughput: openft's trainer vs a plain TRL `SFTTrainer` on the same model, data and epochs.
+
+Both train the same LoRA (rank 16, all linear projections), batch size, learning rate and epochs on the
+same short mixed-length chat conversations (answers of 5-200 words). openft feeds pre-tokenized rows in
+padding-free batches; the baseline gets the rendered text of the same conversations and TRL's defaults
+(padded batches, gradient checkpointing on). Each run is a separate process so its peak RSS is its own.
+Throughput counts real tokens only (no padding) for both. Prints JSON.
+
+    python bench/train_throughput.py                 # real SmolLM2-135M-Instruct (from the model registry)
+    python bench/train_throughput.py --tiny          # tiny random model, seconds
+    python bench/train_throughput.py --examples 64   # fewer conversations
+
+MFU: full fine-tuning does ~6 x params FLOPs per token (forward 2, backward 4). With LoRA the frozen
+weights need no weight gradient, so ~4 x params (forward 2 + input gradients 2); the adapter's own FLOPs
+and attention's sequence-length term are left out. Peak is a large matmul timed in the same run, in the
+precision training uses (fp32 on CPU, bf16 on a bf16 GPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import random
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+WORDS = (
+    "the model learns short answers from examples while a careful engineer measures tokens time memory and "
+    "cost across many small runs so every number can be checked again later by anyone on the team"
+).split()
+
+
+def make_conversations(count: int, seed: int = 0) -> list[dict[str, Any]]:
+    """Short, mixed-length chats: a 3-20 word question and a 5-200 word answer."""
+    rng = random.Random(seed)
+    rows = []
+    for index in range(count):
+        question = " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 20)))
+        answer = " ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 200)))
+        rows.append(
+            {
+                "messages": [
+                    {"role": "user", "content": f"Question {index}: {question}?"},
+                    {"role": "assistant", "content": answer.capitalize() + "."},
+                ]
+            }
+        )
+    return rows
+
+
+def prepare_model_dir(tiny: bool, model_dir: str | None, work: Path) -> Path:
+    if model_dir:
+        return Path(model_dir)
+    from openft.models.registry import DEFAULT_BASE_MODEL, materialize
+
+    real = materialize(DEFAULT_BASE_MODEL)
+    if not tiny:
+        return real
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(real)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, eos_token_id=2,
+        bos_token_id=1, pad_token_id=2, tie_word_embeddings=True,
+    )  # fmt: skip
+    LlamaForCausalLM(config).save_pretrained(work / "tiny")
+    tokenizer.save_pretrained(work / "tiny")
+    return work / "tiny"
+
+
+def _peak_rss_mib() -> float:
+    # ru_maxrss is KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _peak_gpu_mib() -> float | None:
+    return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+
+
+def run_openft(args: dict[str, Any]) -> dict[str, Any]:
+    from openft.training.callbacks import NullReporter
+    from openft.training.hyperparameters import resolve_hyperparameters
+    from openft.training.trainer import build_trainer
+    from openft.training.trainer_config import TrainerRunConfig
+
+    hparams = resolve_hyperparameters(
+        "supervised",
+        {"n_epochs": args["epochs"], "batch_size": args["batch_size"], "max_seq_length": args["max_seq_length"]},
+        n_train_examples=args["examples"],
+        context_length=args["max_seq_length"],
+    )
+    config = TrainerRunConfig(
+        base_model=args["model_dir"],
+        training_file=args["train_file"],
+        output_dir=args["output_dir"],
+        hyperparameters=hparams,
+        seed=0,
+        report_to=[],
+        max_micro_batch_size=args["batch_size"],
+    )
+    run = build_trainer(config, NullReporter())
+    started = time.perf_counter()
+    run.trainer.train()
+    seconds = time.perf_counter() - started
+    return {
+        "seconds": seconds,
+        "real_tokens": run.train.stats.tokens * hparams.n_epochs,
+        "loss_tokens": run.train.stats.trainable_tokens * hparams.n_epochs,
+        "steps": run.trainer.state.global_step,
+        "final_loss": run.progress.history[-1].get("train_loss"),
+        "peak_rss_mib": _peak_rss_mib(),
+        "peak_gpu_mib": _peak_gpu_mib(),
+        "params": sum(p.numel() for p in run.trainer.model.parameters()),
+    }
+
+
+def run_plain_trl(args: dict[str, Any]) -> dict[str, Any]:
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.trainer_callback import PrinterCallback
+    from trl import SFTConfig, SFTTrainer
+
+    from openft.models.chat_template import render_prompt
+    from openft.training.hyperparameters import BASE_LEARNING_RATES
+
+    rows = [json.loads(line) for line in Path(args["train_file"]).read_text().splitlines() if line.strip()]
+    texts = [render_prompt(row["messages"], add_generation_prompt=False) for row in rows]
+    tokenizer = AutoTokenizer.from_pretrained(args["model_dir"])
+    model = AutoModelForCausalLM.from_pretrained(args["model_dir"], dtype=torch.float32)
+    use_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    config = SFTConfig(
+        output_dir=args["output_dir"],
+        num_train_epochs=args["epochs"],
+        per_device_train_batch_size=args["batch_size"],
+        learning_rate=BASE_LEARNING_RATES[("supervised", True)],
+        max_length=args["max_seq_length"],
+        gradient_checkpointing=args["gradient_checkpointing"],
+        bf16=use_bf16,  # same precision as openft; TRL's own default would be bf16 autocast even on CPU
+        save_strategy="epoch",  # openft saves each epoch too
+        save_total_limit=3,
+        logging_steps=1,
+        report_to="none",
+        disable_tqdm=True,
+        seed=0,
+    )
+    lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
+    trainer = SFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=Dataset.from_dict({"text": texts}),
+        processing_class=tokenizer,
+        peft_config=lora,
+    )
+    trainer.remove_callback(PrinterCallback)  # stdout carries only the JSON report
+    started = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - started
+    logged = [entry for entry in trainer.state.log_history if "num_tokens" in entry]
+    return {
+        "seconds": seconds,
+        "real_tokens": int(logged[-1]["num_tokens"]),  # TRL counts attention_mask == 1, i.e. no padding
+        "steps": trainer.state.global_step,
+        "final_loss": next((e["loss"] for e in reversed(trainer.state.log_history) if "loss" in e), None),
+        "peak_rss_mib": _peak_rss_mib(),
+        "peak_gpu_mib": _peak_gpu_mib(),
+        "params": sum(p.numel() for p in trainer.model.parameters()),
+    }
+
+
+RUNNERS = {"openft": run_openft, "trl": run_plain_trl}
+
+
+def _child(name: str, args: dict[str, Any], queue) -> None:
+    import datasets
+
+    datasets.disable_progress_bars()
+    torch.manual_seed(0)
+    queue.put(RUNNERS[name](args))
+
+
+def in_child_process(name: str, args: dict[str, Any]) -> dict[str, Any]:
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_child, args=(name, args, queue))
+    process.start()
+    result = queue.get()
+    process.join()
+    return result
+
+
+def matmul_peak_flops(device: str, dtype: torch.dtype, size: int, repeats: int = 5) -> float:
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    torch.matmul(a, b)  # warm-up
+    if device == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        torch.matmul(a, b)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return 2 * size**3 * repeats / (time.perf_counter() - started)
+
+
+def summarize(run: dict[str, Any], peak_flops: float, flops_per_param_token: int) -> dict[str, Any]:
+    tokens_per_second = run["real_tokens"] / run["seconds"]
+    achieved = flops_per_param_token * run["params"] * tokens_per_second
+    return {
+        **run,
+        "tokens_per_second": round(tokens_per_second, 1),
+        "mfu": round(achieved / peak_flops, 4),
+        "seconds": round(run["seconds"], 2),
+        "peak_rss_mib": round(run["peak_rss_mib"], 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tiny", action="store_true", help="tiny random model with the real tokenizer")
+    parser.add_argument("--model-dir", help="a local HF folder instead of the registry's default model")
+    parser.add_argument("--examples", type=int, default=200)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--max-seq-length", type=int, default=512)
+    parser.add_argument(
+        "--skip-no-checkpointing-baseline",
+        action="store_true",
+        help="do not also run plain TRL with gradient checkpointing off (isolates the padding effect)",
+    )
+    options = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="openft-bench-") as tmp:
+        work = Path(tmp)
+        model_dir = prepare_model_dir(options.tiny, options.model_dir, work)
+        train_file = work / "train.jsonl"
+        rows = make_conversations(options.examples)
+        train_file.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+        shared = {
+            "model_dir": str(model_dir),
+            "train_file": str(train_file),
+            "examples": options.examples,
+            "epochs": options.epochs,
+            "batch_size": options.batch_size,
+            "max_seq_length": options.max_seq_length,
+        }
+        openft = in_child_process("openft", {**shared, "output_dir": str(work / "openft")})
+        baseline = in_child_process("trl", {**shared, "output_dir": str(work / "trl"), "gradient_checkpointing": True})
+        no_checkpointing = None
+        if not options.skip_no_checkpointing_baseline:
+            no_checkpointing = in_child_process(
+                "trl", {**shared, "output_dir": str(work / "trl-nogc"), "gradient_checkpointing": False}
+            )
+
+    on_gpu = torch.cuda.is_available()
+    dtype = torch.bfloat16 if on_gpu and torch.cuda.is_bf16_supported() else torch.float32
+    peak = matmul_peak_flops("cuda" if on_gpu else "cpu", dtype, 8192 if on_gpu else 2048)
+    lora_flops = 4  # see the module docstring
+    report: dict[str, Any] = {
+        "model": "tiny" if options.tiny else str(options.model_dir or "smollm2-135m-instruct"),
+        "device": torch.cuda.get_device_name() if on_gpu else f"cpu ({os.cpu_count()} cores)",
+        "examples": options.examples,
+        "epochs": options.epochs,
+        "batch_size": options.batch_size,
+        "matmul_peak_tflops": round(peak / 1e12, 3),
+        "openft": summarize(openft, peak, lora_flops),
+        "trl_default": summarize(baseline, peak, lora_flops),
+    }
+    report["speedup_vs_trl_default"] = round(
+        report["openft"]["tokens_per_second"] / report["trl_default"]["tokens_per_second"], 2
+    )
+    if no_checkpointing is not None:
+        report["trl_no_gradient_checkpointing"] = summarize(no_checkpointing, peak, lora_flops)
+        report["speedup_vs_trl_no_gradient_checkpointing"] = round(
+            report["openft"]["tokens_per_second"] / report["trl_no_gradient_checkpointing"]["tokens_per_second"], 2
+        )
+    report["target_met"] = report["speedup_vs_trl_default"] >= 1.5
+    json.dump(report, sys.stdout, indent=2)
+    print()
+
+
+if __name__ == "__main__":
+    main()

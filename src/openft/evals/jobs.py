@@ -1,0 +1,229 @@
+"""Evaluation runs as durable jobs: created by the API/CLI, claimed atomically by any worker, run in the
+worker against in-process serving engines, results stored in the database."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from openft.config import get_settings
+from openft.evals.chat import LocalChat, OpenAIChat
+from openft.evals.examples import load_examples
+from openft.evals.requests import CheckedRequest
+from openft.evals.runner import EvalCancelled, EvalSettings, JudgeSettings, run_evaluation
+from openft.store import jobs as job_store
+from openft.store.blobs import BlobStore
+from openft.store.db import session_scope
+from openft.store.eval_tables import EvalRun
+from openft.store.files import get_file
+from openft.store.ids import new_id
+from openft.store.pagination import Page, new_seq, paginate
+from openft.store.tables import FineTuningJob
+
+log = logging.getLogger(__name__)
+FINAL_STATUSES = ("succeeded", "failed", "cancelled")
+PROGRESS_EVERY_S = 1.0
+
+
+def create_run(session: Session, organization_id: str, checked: CheckedRequest) -> EvalRun:
+    run = EvalRun(
+        id=new_id("eval-"),
+        seq=new_seq(),
+        organization_id=organization_id,
+        status="queued",
+        config=checked.config,
+        eval_metadata=checked.metadata,
+        progress={"completed": 0, "total": None},
+        created_at=int(time.time()),
+    )
+    session.add(run)
+    session.flush()
+    return run
+
+
+def get_run(session: Session, organization_id: str | None, run_id: str) -> EvalRun | None:
+    run = session.get(EvalRun, run_id)
+    if run is None or (organization_id is not None and run.organization_id != organization_id):
+        return None
+    return run
+
+
+def list_runs(session: Session, organization_id: str, *, after: str | None, limit: int) -> Page:
+    stmt = select(EvalRun).where(EvalRun.organization_id == organization_id)
+    return paginate(session, stmt, EvalRun, after=after, limit=limit, order="desc")
+
+
+def cancel_run(run: EvalRun) -> None:
+    run.status, run.finished_at = "cancelled", int(time.time())
+
+
+def claim_next_run(session: Session, worker_id: str) -> str | None:
+    """Atomically move the oldest queued run to running for this worker (one conditional UPDATE)."""
+    candidates = session.scalars(
+        select(EvalRun.id).where(EvalRun.status == "queued").order_by(EvalRun.seq).limit(5)
+    ).all()
+    for run_id in candidates:
+        result = session.execute(
+            update(EvalRun)
+            .where(EvalRun.id == run_id, EvalRun.status == "queued")
+            .values(status="running", worker_id=worker_id, heartbeat_at=time.time(), started_at=int(time.time()))
+        )
+        if result.rowcount == 1:
+            session.commit()
+            return run_id
+    session.commit()
+    return None
+
+
+def requeue_stale_runs(session: Session, older_than_s: float) -> int:
+    """Runs whose worker stopped heart-beating (killed, machine lost) go back to the queue; they restart."""
+    result = session.execute(
+        update(EvalRun)
+        .where(EvalRun.status == "running", EvalRun.heartbeat_at < time.time() - older_than_s)
+        .values(status="queued", worker_id=None, progress={"completed": 0, "total": None})
+    )
+    return result.rowcount
+
+
+def claim_and_run_eval(worker_id: str) -> bool:
+    """The worker's hook: run one queued evaluation if there is one. True when it did work."""
+    with session_scope() as session:
+        requeue_stale_runs(session, get_settings().worker_stale_seconds)
+        run_id = claim_next_run(session, worker_id)
+    if run_id is None:
+        return False
+    execute_run(run_id, worker_id)
+    return True
+
+
+def _finish(run_id: str, worker_id: str, **values: Any) -> None:
+    with session_scope() as session:
+        session.execute(
+            update(EvalRun)
+            .where(EvalRun.id == run_id, EvalRun.status == "running", EvalRun.worker_id == worker_id)
+            .values(finished_at=int(time.time()), worker_id=None, **values)
+        )
+
+
+def _file_path(organization_id: str, file_id: str):
+    with session_scope() as session:
+        row = get_file(session, organization_id, file_id)
+        if row is None:
+            raise FileNotFoundError(f"file {file_id} was deleted before the evaluation ran")
+        return BlobStore(get_settings().files_dir).path(row.storage_key)
+
+
+def settings_from_config(config: dict[str, Any]) -> EvalSettings:
+    judge = config.get("judge")
+    return EvalSettings(
+        base_model=config["model"],
+        strategies=config["strategies"],
+        fine_tuned_models=config.get("fine_tuned_models") or [],
+        k=config.get("k", 3),
+        metrics=config.get("metrics"),
+        labels=config.get("labels"),
+        max_tokens=config.get("max_tokens", 256),
+        seed=config.get("seed", 0),
+        external_model=(config.get("external") or {}).get("model"),
+        judge=None
+        if not judge
+        else JudgeSettings(
+            model=judge["model"],
+            mode=judge.get("mode", "graded"),
+            criteria=judge.get("criteria"),
+            baseline=judge.get("baseline", "zero-shot"),
+            seed=config.get("seed", 0),
+        ),
+    )
+
+
+def training_record(organization_id: str, fine_tuned_models: list[str]) -> dict[str, Any] | None:
+    """Measured cost drivers of the fine-tuning job behind the first fine-tuned model: trained tokens, seconds."""
+    with session_scope() as session:
+        for name in fine_tuned_models:
+            model = job_store.get_fine_tuned_model(session, organization_id, name)
+            job_id = model.job_id if model is not None else None
+            if job_id is None:
+                checkpoint = job_store.get_checkpoint_by_model(session, organization_id, name)
+                job_id = checkpoint.job_id if checkpoint is not None else None
+            job = session.get(FineTuningJob, job_id) if job_id else None
+            if job is not None and job.trained_tokens:
+                seconds = (job.finished_at - job.started_at) if job.started_at and job.finished_at else 0
+                return {"job_id": job.id, "trained_tokens": job.trained_tokens, "seconds": float(seconds)}
+    return None
+
+
+class _Progress:
+    """Writes progress and a heartbeat at most once a second, and reads whether the run was cancelled."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id, self.last, self.cancelled = run_id, 0.0, False
+
+    def update(self, completed: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self.last < PROGRESS_EVERY_S and completed < total:
+            return
+        self.last = now
+        with session_scope() as session:
+            session.execute(
+                update(EvalRun)
+                .where(EvalRun.id == self.run_id)
+                .values(progress={"completed": completed, "total": total}, heartbeat_at=time.time())
+            )
+            self.cancelled = session.scalar(select(EvalRun.status).where(EvalRun.id == self.run_id)) != "running"
+
+    def should_stop(self) -> bool:
+        return self.cancelled
+
+
+def execute_run(run_id: str, worker_id: str) -> None:
+    with session_scope() as session:
+        run = session.get(EvalRun, run_id)
+        organization_id, config = run.organization_id, dict(run.config)
+    # Imported here: the serving engine pulls in torch, which creating or listing runs never needs.
+    from openft.evals.local_models import LocalModels
+    from openft.serving.backend import LocalBackend
+
+    models = LocalModels(organization_id)
+
+    chat = LocalChat(LocalBackend(models.route), max_tokens=config.get("max_tokens", 256))
+    progress = _Progress(run_id)
+    try:
+        examples = load_examples(_file_path(organization_id, config["eval_file"]), config.get("max_examples"))
+        train = load_examples(_file_path(organization_id, config["training_file"])) if config["training_file"] else []
+        external = config.get("external")
+        external_chat = OpenAIChat(external["base_url"], external["api_key"]) if external else None
+        results = run_evaluation(
+            settings_from_config(config),
+            examples,
+            train,
+            chat,
+            external_chat=external_chat,
+            judge_chat=_judge_chat(config.get("judge"), chat),
+            on_progress=progress.update,
+            should_stop=progress.should_stop,
+        )
+        results["training"] = training_record(organization_id, config.get("fine_tuned_models") or [])
+        _finish(run_id, worker_id, status="succeeded", results=results)
+    except EvalCancelled:
+        log.info("evaluation %s cancelled", run_id)
+    except Exception as exc:
+        log.exception("evaluation %s failed", run_id)
+        _finish(run_id, worker_id, status="failed", error={"code": "eval_failed", "message": str(exc), "param": None})
+    finally:
+        chat.close()
+        models.close()
+
+
+def _judge_chat(judge: dict[str, Any] | None, local_chat: LocalChat):
+    """The judge as `chat(messages) -> text`: an OpenAI-compatible endpoint when given, else a local model."""
+    if not judge:
+        return None
+    if judge.get("base_url"):
+        endpoint = OpenAIChat(judge["base_url"], judge.get("api_key") or "none", max_tokens=512)
+        return lambda messages: endpoint(judge["model"], messages).text
+    return lambda messages: local_chat(judge["model"], messages, max_tokens=512).text

@@ -1,0 +1,242 @@
+"""Checking an evaluation request before it is queued: every mistake names the parameter at fault."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from openft.config import get_settings
+from openft.evals.examples import EvalDataError, load_examples
+from openft.evals.runner import JUDGE_METRIC, known_metrics
+from openft.evals.strategies import KINDS
+from openft.models.registry import ModelNotFound, get_base_model
+from openft.store import files as file_store
+from openft.store import jobs as job_store
+from openft.store.blobs import BlobStore
+
+EVAL_FILE_PURPOSES = ("fine-tune", "evals")
+MAX_K = 32
+MAX_TOKENS = 4096
+FIELDS = (
+    "eval_file",
+    "training_file",
+    "model",
+    "fine_tuned_models",
+    "strategies",
+    "k",
+    "metrics",
+    "labels",
+    "max_tokens",
+    "max_examples",
+    "seed",
+    "external",
+    "judge",
+    "metadata",
+)
+
+
+class EvalRequestError(ValueError):
+    def __init__(self, message: str, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message, self.param, self.code = message, param, code
+
+
+def _int(body: dict[str, Any], name: str, default: int | None, low: int, high: int | None) -> int | None:
+    value = body.get(name, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise EvalRequestError(f"'{name}' must be an integer {bound}, got {value!r}.", name)
+    return value
+
+
+def _str_list(body: dict[str, Any], name: str) -> list[str] | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise EvalRequestError(f"'{name}' must be a list of non-empty strings.", name)
+    return value
+
+
+def _endpoint(body: dict[str, Any], name: str, required: tuple[str, ...]) -> dict[str, Any] | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise EvalRequestError(f"'{name}' must be an object.", name)
+    for key in required:
+        if not isinstance(value.get(key), str) or not value[key]:
+            raise EvalRequestError(f"Missing required parameter: '{name}.{key}'.", f"{name}.{key}")
+    return value
+
+
+@dataclass
+class CheckedRequest:
+    config: dict[str, Any]
+    metadata: dict[str, str] | None
+
+
+def _file(session: Session, organization_id: str, file_id: Any, param: str, purposes: tuple[str, ...]):
+    if not isinstance(file_id, str) or not file_id:
+        raise EvalRequestError(f"'{param}' must be a file id.", param)
+    row = file_store.get_file(session, organization_id, file_id)
+    if row is None:
+        raise EvalRequestError(f"File {file_id} not found.", param, "file_not_found")
+    if row.purpose not in purposes:
+        raise EvalRequestError(
+            f"File {file_id} has purpose '{row.purpose}'; upload it with purpose {' or '.join(purposes)}.", param
+        )
+    try:
+        load_examples(BlobStore(get_settings().files_dir).path(row.storage_key))
+    except EvalDataError as exc:
+        raise EvalRequestError(f"File {file_id} cannot be evaluated: {exc}", param, "invalid_file") from None
+    return row
+
+
+def check_request(session: Session, organization_id: str, body: dict[str, Any]) -> CheckedRequest:
+    """The accepted configuration, or EvalRequestError naming the parameter."""
+    unknown = sorted(set(body) - set(FIELDS))
+    if unknown:
+        raise EvalRequestError(f"Unrecognized request argument supplied: {unknown[0]}.", unknown[0])
+    for required in ("eval_file", "model"):
+        if body.get(required) in (None, ""):
+            raise EvalRequestError(f"Missing required parameter: '{required}'.", required)
+    _file(session, organization_id, body["eval_file"], "eval_file", EVAL_FILE_PURPOSES)
+    model = body["model"]
+    try:
+        get_base_model(model)
+    except (ModelNotFound, TypeError):
+        raise EvalRequestError(
+            f"The model `{model}` is not a base model. List them with GET /v1/models.", "model", "model_not_found"
+        ) from None
+    fine_tuned = _str_list(body, "fine_tuned_models") or []
+    for index, name in enumerate(fine_tuned):
+        if (
+            job_store.get_fine_tuned_model(session, organization_id, name) is None
+            and job_store.get_checkpoint_by_model(session, organization_id, name) is None
+        ):
+            raise EvalRequestError(
+                f"The model `{name}` does not exist or you do not have access to it.",
+                f"fine_tuned_models[{index}]",
+                "model_not_found",
+            )
+    external = _endpoint(body, "external", ("base_url", "api_key", "model"))
+    judge = _endpoint(body, "judge", ("model",))
+    if judge is not None and judge.get("mode", "graded") not in ("graded", "pairwise"):
+        raise EvalRequestError("'judge.mode' must be 'graded' or 'pairwise'.", "judge.mode")
+
+    strategies = _str_list(body, "strategies")
+    if strategies is None:
+        strategies = ["zero-shot"]
+        if body.get("training_file"):
+            strategies += ["few-shot", "retrieval-few-shot"]
+        if fine_tuned:
+            strategies.append("fine-tuned")
+        if external:
+            strategies.append("external")
+    for index, kind in enumerate(strategies):
+        if kind not in KINDS:
+            raise EvalRequestError(
+                f"Unknown strategy '{kind}'; choose from {', '.join(KINDS)}.", f"strategies[{index}]"
+            )
+    if "fine-tuned" in strategies and not fine_tuned:
+        raise EvalRequestError("The fine-tuned strategy needs 'fine_tuned_models'.", "fine_tuned_models")
+    if "external" in strategies and not external:
+        raise EvalRequestError("The external strategy needs 'external' {base_url, api_key, model}.", "external")
+    needs_training = any(k in strategies for k in ("few-shot", "retrieval-few-shot"))
+    if needs_training and not body.get("training_file"):
+        raise EvalRequestError("Few-shot strategies need a 'training_file' to draw examples from.", "training_file")
+    if body.get("training_file"):
+        _file(session, organization_id, body["training_file"], "training_file", EVAL_FILE_PURPOSES)
+
+    metrics = _str_list(body, "metrics")
+    for index, name in enumerate(metrics or []):
+        if name not in known_metrics():
+            raise EvalRequestError(
+                f"Unknown metric '{name}'; choose from {', '.join(known_metrics())}.", f"metrics[{index}]"
+            )
+    if metrics and JUDGE_METRIC in metrics and judge is None:
+        raise EvalRequestError(f"The {JUDGE_METRIC} metric needs 'judge' settings.", "judge")
+    metadata = body.get("metadata")
+    if metadata is not None and (
+        not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values())
+    ):
+        raise EvalRequestError("'metadata' must be an object of string values.", "metadata")
+
+    config = {
+        "eval_file": body["eval_file"],
+        "training_file": body.get("training_file"),
+        "model": model,
+        "fine_tuned_models": fine_tuned,
+        "strategies": strategies,
+        "k": _int(body, "k", 3, 0, MAX_K),
+        "metrics": metrics,
+        "labels": _str_list(body, "labels"),
+        "max_tokens": _int(body, "max_tokens", 256, 1, MAX_TOKENS),
+        "max_examples": _int(body, "max_examples", None, 1, None),
+        "seed": _int(body, "seed", 0, 0, None),
+        "external": external,
+        "judge": judge,
+    }
+    return CheckedRequest(config, metadata)
+
+
+def public_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The configuration as shown to users: API keys are never sent back."""
+    shown = dict(config)
+    for name in ("external", "judge"):
+        if shown.get(name) and shown[name].get("api_key"):
+            shown[name] = {**shown[name], "api_key": "***"}
+    return shown
+
+
+def _number(params: dict[str, Any], name: str, default: float | None, *, positive: bool = True) -> float | None:
+    value = params.get(name, default)
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise EvalRequestError(f"'{name}' must be a number, got {value!r}.", name) from None
+    if number < 0 or (positive and number == 0) or number != number:
+        raise EvalRequestError(f"'{name}' must be {'positive' if positive else 'non-negative'}, got {value!r}.", name)
+    return number
+
+
+def advice_settings(params: dict[str, Any]):
+    """AdviceSettings from API/CLI parameters (query strings or JSON), or EvalRequestError naming the parameter."""
+    from decimal import Decimal
+
+    from openft.evals.advisor import AdviceSettings
+    from openft.pricing import UnknownModelPrice, training_price
+
+    device = params.get("device", "cpu")
+    if device not in ("cpu", "gpu"):
+        raise EvalRequestError("'device' must be 'cpu' or 'gpu'.", "device")
+    hosted = params.get("hosted_models") or {}
+    if not isinstance(hosted, dict) or not all(isinstance(v, str | None) for v in hosted.values()):
+        raise EvalRequestError("'hosted_models' must map strategy names or kinds to model names.", "hosted_models")
+    training_model = params.get("hosted_training_model") or "gpt-4o-mini"
+    try:
+        training_price(str(training_model))
+    except UnknownModelPrice as exc:
+        raise EvalRequestError(str(exc), "hosted_training_model") from None
+    price = _number(params, "price_per_device_hour", None, positive=False)
+    n_devices = _number(params, "n_devices", 1)
+    if n_devices is None or n_devices != int(n_devices):
+        raise EvalRequestError("'n_devices' must be a whole number.", "n_devices")
+    return AdviceSettings(
+        requests_per_day=_number(params, "requests_per_day", 1000.0),
+        horizon_months=_number(params, "horizon_months", 12.0),
+        days_per_month=_number(params, "days_per_month", 30.0),
+        hosted_models=hosted,
+        hosted_training_model=str(training_model),
+        device=device,
+        n_devices=int(n_devices),
+        concurrency=_number(params, "concurrency", 1.0),
+        price_per_device_hour=None if price is None else Decimal(str(price)),
+    )
