@@ -201,7 +201,12 @@ def in_child_process(name: str, args: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def matmul_peak_flops(device: str, dtype: torch.dtype, size: int, repeats: int = 5) -> float:
+def matmul_peak_flops(device: str, dtype: torch.dtype, size: int, repeats: int = 5, trials: int = 3) -> float:
+    """Best of a few timed matmul trials: on a shared machine the slow trials measure the neighbours."""
+    return max(_matmul_flops(device, dtype, size, repeats) for _ in range(trials))
+
+
+def _matmul_flops(device: str, dtype: torch.dtype, size: int, repeats: int) -> float:
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
     torch.matmul(a, b)  # warm-up
@@ -235,12 +240,18 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-seq-length", type=int, default=512)
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved repeats; each variant's best counts")
     parser.add_argument(
         "--skip-no-checkpointing-baseline",
         action="store_true",
         help="do not also run plain TRL with gradient checkpointing off (isolates the padding effect)",
     )
     options = parser.parse_args()
+
+    on_gpu = torch.cuda.is_available()
+    dtype = torch.bfloat16 if on_gpu and torch.cuda.is_bf16_supported() else torch.float32
+    peak_args = ("cuda" if on_gpu else "cpu", dtype, 8192 if on_gpu else 2048)
+    peak_before = matmul_peak_flops(*peak_args)
 
     with tempfile.TemporaryDirectory(prefix="openft-bench-") as tmp:
         work = Path(tmp)
@@ -256,17 +267,23 @@ def main() -> None:
             "batch_size": options.batch_size,
             "max_seq_length": options.max_seq_length,
         }
-        openft = in_child_process("openft", {**shared, "output_dir": str(work / "openft")})
-        baseline = in_child_process("trl", {**shared, "output_dir": str(work / "trl"), "gradient_checkpointing": True})
-        no_checkpointing = None
+        variants = {
+            "openft": ("openft", {}),
+            "trl_default": ("trl", {"gradient_checkpointing": True}),
+        }
         if not options.skip_no_checkpointing_baseline:
-            no_checkpointing = in_child_process(
-                "trl", {**shared, "output_dir": str(work / "trl-nogc"), "gradient_checkpointing": False}
-            )
+            variants["trl_no_gradient_checkpointing"] = ("trl", {"gradient_checkpointing": False})
+        # Rounds interleave the variants and keep each one's fastest run, so a burst of background load
+        # on a shared machine penalises no variant more than the others.
+        best: dict[str, dict[str, Any]] = {}
+        for round_index in range(options.rounds):
+            for name, (runner, extra) in variants.items():
+                output_dir = str(work / f"{name}-{round_index}")
+                run = in_child_process(runner, {**shared, **extra, "output_dir": output_dir})
+                if name not in best or run["seconds"] < best[name]["seconds"]:
+                    best[name] = run
 
-    on_gpu = torch.cuda.is_available()
-    dtype = torch.bfloat16 if on_gpu and torch.cuda.is_bf16_supported() else torch.float32
-    peak = matmul_peak_flops("cuda" if on_gpu else "cpu", dtype, 8192 if on_gpu else 2048)
+    peak = max(peak_before, matmul_peak_flops(*peak_args))
     lora_flops = 4  # see the module docstring
     report: dict[str, Any] = {
         "model": "tiny" if options.tiny else str(options.model_dir or "smollm2-135m-instruct"),
@@ -275,14 +292,13 @@ def main() -> None:
         "epochs": options.epochs,
         "batch_size": options.batch_size,
         "matmul_peak_tflops": round(peak / 1e12, 3),
-        "openft": summarize(openft, peak, lora_flops),
-        "trl_default": summarize(baseline, peak, lora_flops),
+        "rounds": options.rounds,
+        **{name: summarize(run, peak, lora_flops) for name, run in best.items()},
     }
     report["speedup_vs_trl_default"] = round(
         report["openft"]["tokens_per_second"] / report["trl_default"]["tokens_per_second"], 2
     )
-    if no_checkpointing is not None:
-        report["trl_no_gradient_checkpointing"] = summarize(no_checkpointing, peak, lora_flops)
+    if "trl_no_gradient_checkpointing" in best:
         report["speedup_vs_trl_no_gradient_checkpointing"] = round(
             report["openft"]["tokens_per_second"] / report["trl_no_gradient_checkpointing"]["tokens_per_second"], 2
         )

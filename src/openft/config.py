@@ -27,6 +27,10 @@ class Settings:
     worker_stale_seconds: float = 30.0
     # `openft serve` runs one worker in-process unless this is off (then run `openft worker`).
     embedded_worker: bool = True
+    # GPU deployments: serve chat/completions from a vLLM server (see docs/serving.md).
+    vllm_url: str | None = None
+    vllm_model: str | None = None
+    vllm_api_key: str | None = None
 
     @property
     def files_dir(self) -> Path:
@@ -70,6 +74,9 @@ def get_settings() -> Settings:
         port=_int_env("OPENFT_PORT", 8000),
         validation_model=os.environ.get("OPENFT_VALIDATION_MODEL") or "smollm2-135m-instruct",
         worker_stale_seconds=float(os.environ.get("OPENFT_WORKER_STALE_SECONDS") or 30.0),
+        vllm_url=os.environ.get("OPENFT_VLLM_URL") or None,
+        vllm_model=os.environ.get("OPENFT_VLLM_MODEL") or None,
+        vllm_api_key=os.environ.get("OPENFT_VLLM_API_KEY") or None,
         embedded_worker=os.environ.get("OPENFT_EMBEDDED_WORKER", "1").lower() not in ("0", "false", "no"),
     )
 

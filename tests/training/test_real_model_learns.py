@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from openft.models.chat_template import encode_prompt, parse_assistant_output
-from openft.models.registry import DEFAULT_BASE_MODEL, load_model, load_tokenizer
+from openft.models.registry import load_model, load_tokenizer
 from openft.training.callbacks import NullReporter
 from openft.training.hyperparameters import resolve_hyperparameters
 from openft.training.trainer import run_training

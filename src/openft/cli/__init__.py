@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from openft.cli import evals, keys, serve, validate, worker
+from openft.cli import chat, evals, export, files, jobs, keys, models, serve, validate, worker
 
 app = typer.Typer(
     name="openft",
@@ -18,6 +18,11 @@ app.command("worker")(worker.worker)
 app.add_typer(keys.app, name="keys")
 app.add_typer(evals.eval_app, name="eval")
 app.command("advise")(evals.advise)
+app.add_typer(files.app, name="files")
+app.add_typer(jobs.app, name="jobs")
+app.add_typer(models.app, name="models")
+app.command("chat")(chat.chat)
+app.command("export")(export.export)
 
 
 def main() -> None:

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import importlib.util
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -95,10 +94,6 @@ def micro_batching(batch_size: int, max_micro_batch_size: int) -> tuple[int, int
     """(examples per forward pass, gradient accumulation steps) whose product is exactly `batch_size`."""
     micro = max(d for d in range(1, min(batch_size, max_micro_batch_size) + 1) if batch_size % d == 0)
     return micro, batch_size // micro
-
-
-def steps_per_epoch(n_examples: int, batch_size: int) -> int:
-    return math.ceil(n_examples / batch_size)
 
 
 def _report_to(requested: list[str]) -> tuple[list[str], bool]:
