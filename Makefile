@@ -34,8 +34,9 @@ lint: install
 serve: install
 	$(BIN)/openft serve
 
+# The main job end to end on the embedded default; DEMO_ARGS=--quick runs the same code on less data.
 demo: install
-	@echo "make demo: the end-to-end demo is not built yet (see issue 6). Start the server with 'make serve'."
+	$(BIN)/python demo/demo.py $(DEMO_ARGS)
 
 bench: install
 	$(BIN)/python bench/train_throughput.py

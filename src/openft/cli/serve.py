@@ -28,5 +28,7 @@ def serve(
     settings.home.mkdir(parents=True, exist_ok=True)
     bind_host = host or settings.host
     bind_port = port or settings.port
-    typer.echo(f"openft home: {settings.home}\nopenft API:  http://{bind_host}:{bind_port}/v1")
-    uvicorn.run(create_app(embedded_worker=False if no_worker else None), host=bind_host, port=bind_port, log_level=log_level)
+    typer.echo(f"openft home:      {settings.home}\nopenft API:       http://{bind_host}:{bind_port}/v1")
+    typer.echo(f"openft dashboard: http://{bind_host}:{bind_port}/")
+    app = create_app(embedded_worker=False if no_worker else None)
+    uvicorn.run(app, host=bind_host, port=bind_port, log_level=log_level)
