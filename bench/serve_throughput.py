@@ -19,34 +19,15 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
+from bench_models import prepare_model_dir  # noqa: E402  (bench/ is on sys.path when run as a script)
 from peft import LoraConfig, get_peft_model  # noqa: E402
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM  # noqa: E402
+from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from openft.models.chat_template import encode_prompt, stop_token_ids  # noqa: E402
 from openft.serving.engine import Engine  # noqa: E402
 from openft.serving.types import GenerationRequest  # noqa: E402
 
 TOPICS = ["the ocean", "a bicycle", "coffee", "mountains", "a library", "rain", "chess", "bread"]
-
-
-def prepare_model_dir(tiny: bool, model_dir: str | None, work: Path) -> Path:
-    if model_dir:
-        return Path(model_dir)
-    from openft.models.registry import DEFAULT_BASE_MODEL, materialize
-
-    real = materialize(DEFAULT_BASE_MODEL)
-    if not tiny:
-        return real
-    tokenizer = AutoTokenizer.from_pretrained(real)
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, eos_token_id=2,
-        bos_token_id=1, pad_token_id=2, tie_word_embeddings=True,
-    )  # fmt: skip
-    LlamaForCausalLM(config).save_pretrained(work / "tiny")
-    tokenizer.save_pretrained(work / "tiny")
-    return work / "tiny"
 
 
 def make_adapters(model_dir: Path, work: Path, count: int = 4) -> dict[str, Path]:

@@ -1,0 +1,29 @@
+"""The model both benchmarks run: the real SmolLM2-135M-Instruct, or a tiny random one (`--tiny`) for a quick run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+
+def prepare_model_dir(tiny: bool, model_dir: str | None, work: Path) -> Path:
+    if model_dir:
+        return Path(model_dir)
+    from openft.models.registry import DEFAULT_BASE_MODEL, materialize
+
+    real = materialize(DEFAULT_BASE_MODEL)
+    if not tiny:
+        return real
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(real)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, eos_token_id=2,
+        bos_token_id=1, pad_token_id=2, tie_word_embeddings=True,
+    )  # fmt: skip
+    LlamaForCausalLM(config).save_pretrained(work / "tiny")
+    tokenizer.save_pretrained(work / "tiny")
+    return work / "tiny"
