@@ -27,6 +27,11 @@ HOSTED_COMPARISON = ("gpt-4o-mini", "gpt-4.1-nano", "gpt-3.5-turbo")
 log = logging.getLogger(__name__)
 
 
+def usd(amount: float) -> str:
+    """Cents for real amounts; small ones keep their significant digits instead of showing $0.00."""
+    return f"${amount:.2f}" if amount >= 0.1 else f"${amount:.2g}"
+
+
 def _report_for(organization_id: str, file_id: str, base_model: str) -> dict[str, Any] | None:
     with session_scope() as session:
         row = file_store.get_file(session, organization_id, file_id)
@@ -135,7 +140,7 @@ def validate_job(job_id: str, worker_id: str) -> None:
         )
     hosted = {e["model"]: e for e in training_cost_estimates(training_report, resolved.n_epochs)}
     if hosted:
-        shown = ", ".join(f"{m} ${hosted[m]['cost_usd']:.2f}" for m in HOSTED_COMPARISON if m in hosted)
+        shown = ", ".join(f"{m} {usd(hosted[m]['cost_usd'])}" for m in HOSTED_COMPARISON if m in hosted)
         events.append(("info", f"The same training on OpenAI would cost about: {shown}"))
     events.append(("info", "Files validated, moving job to queued state"))
     _finish(job_id, worker_id, {"status": "queued"}, events)
