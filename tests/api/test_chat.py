@@ -144,10 +144,11 @@ def test_requests_the_engine_cannot_honour_are_400_with_the_parameter(client):
         ({"temperature": 3}, "temperature"),
         ({"n": 2, "stream": True}, "n"),
         ({"top_logprobs": 2}, "top_logprobs"),
+        ({"max_tokens": 100_000}, "max_tokens"),  # beyond the model's context: refused, not cut short
     ]
     for extra, param in cases:
         with pytest.raises(openai.BadRequestError) as error:
-            client.chat.completions.create(model="tiny-llama", messages=ask("x"), max_tokens=2, **extra)
+            client.chat.completions.create(model="tiny-llama", messages=ask("x"), **{"max_tokens": 2, **extra})
         assert error.value.body["param"] == param, extra
     with pytest.raises(openai.BadRequestError) as bad_role:
         client.chat.completions.create(model="tiny-llama", messages=[{"role": "robot", "content": "x"}])

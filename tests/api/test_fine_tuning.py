@@ -166,6 +166,7 @@ def test_cancel_a_running_job(client, training_file):
         ({"model": "no-such-model"}, "model"),
         ({"training_file": "file-unknown"}, "training_file"),
         ({"suffix": "has:colon"}, "suffix"),
+        ({"suffix": 123}, "suffix"),
         ({"seed": -1}, "seed"),
         ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata"),
         ({"method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 51}}}},

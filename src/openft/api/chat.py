@@ -17,7 +17,7 @@ from openft.api.auth import current_org
 from openft.api.errors import OpenAIError, bad_request
 from openft.api.serving_state import ResolvedModel, resolve_model
 from openft.serving.backend import LocalBackend, ServingBackend
-from openft.serving.types import AdapterNotFound, EngineOverloaded
+from openft.serving.types import AdapterNotFound, EngineOverloaded, RequestTooLarge
 from openft.store.tables import Organization
 
 router = APIRouter(prefix="/v1", tags=["inference"])
@@ -175,7 +175,7 @@ def _engine_error(error: Exception) -> OpenAIError:
         return OpenAIError(429, str(error), type="rate_limit_exceeded", code="rate_limit_exceeded")
     if isinstance(error, AdapterNotFound):
         return OpenAIError(404, str(error), param="model", code="model_not_found")
-    return bad_request(str(error))
+    return bad_request(str(error), param=error.param if isinstance(error, RequestTooLarge) else None)
 
 
 async def _sse(stream: AsyncIterator[dict]) -> AsyncIterator[bytes]:

@@ -87,6 +87,13 @@ def _job_not_found(job_id: str) -> OpenAIError:
     return not_found(f"Could not find fine-tuning job {job_id}.", param="fine_tuning_job_id")
 
 
+def _owned_job(session, org: Organization, job_id: str) -> FineTuningJob:
+    job = job_store.get_job(session, org.id, job_id)
+    if job is None:
+        raise _job_not_found(job_id)
+    return job
+
+
 @router.post("")
 def create(org: Org, body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
     extra = {k: v for k, v in body.items() if k not in REQUEST_FIELDS}
@@ -122,18 +129,14 @@ def list_(
 @router.get("/{job_id}")
 def retrieve(job_id: str, org: Org) -> dict[str, Any]:
     with session_scope() as session:
-        job = job_store.get_job(session, org.id, job_id)
-        if job is None:
-            raise _job_not_found(job_id)
+        job = _owned_job(session, org, job_id)
         return job_to_wire(job)
 
 
 @router.post("/{job_id}/cancel")
 def cancel(job_id: str, org: Org) -> dict[str, Any]:
     with session_scope() as session:
-        job = job_store.get_job(session, org.id, job_id)
-        if job is None:
-            raise _job_not_found(job_id)
+        job = _owned_job(session, org, job_id)
         if job.status in job_store.FINAL_STATUSES:
             raise bad_request(f"Job {job_id} has already {job.status}; only active jobs can be cancelled.",
                               param="fine_tuning_job_id")
@@ -147,9 +150,7 @@ def cancel(job_id: str, org: Org) -> dict[str, Any]:
 @router.post("/{job_id}/pause")
 def pause(job_id: str, org: Org) -> dict[str, Any]:
     with session_scope() as session:
-        job = job_store.get_job(session, org.id, job_id)
-        if job is None:
-            raise _job_not_found(job_id)
+        job = _owned_job(session, org, job_id)
         if job.status == "running":
             job.control = "pause"
             job_store.add_event(session, job.id, "Pausing fine-tuning job: saving a checkpoint")
@@ -165,9 +166,7 @@ def pause(job_id: str, org: Org) -> dict[str, Any]:
 @router.post("/{job_id}/resume")
 def resume(job_id: str, org: Org) -> dict[str, Any]:
     with session_scope() as session:
-        job = job_store.get_job(session, org.id, job_id)
-        if job is None:
-            raise _job_not_found(job_id)
+        job = _owned_job(session, org, job_id)
         if job.status != "paused":
             raise bad_request(f"Job {job_id} is {job.status}; only paused jobs can be resumed.",
                               param="fine_tuning_job_id")
@@ -176,29 +175,26 @@ def resume(job_id: str, org: Org) -> dict[str, Any]:
         return job_to_wire(job)
 
 
+def _job_page(org: Organization, job_id: str, list_rows, to_wire, what: str, after: str | None, limit: int):
+    """A page of a job's events or checkpoints, newest first; the job must belong to the caller."""
+    with session_scope() as session:
+        _owned_job(session, org, job_id)
+        try:
+            page = list_rows(session, job_id, after=after, limit=limit)
+        except UnknownCursor:
+            raise bad_request(f"No {what} with id '{after}' to list after.", param="after") from None
+        return _envelope([to_wire(row) for row in page.rows], page.has_more)
+
+
 @router.get("/{job_id}/events")
 def events(
     job_id: str, org: Org, after: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 20
 ) -> dict[str, Any]:
-    with session_scope() as session:
-        if job_store.get_job(session, org.id, job_id) is None:
-            raise _job_not_found(job_id)
-        try:
-            page = job_store.list_events(session, job_id, after=after, limit=limit)
-        except UnknownCursor:
-            raise bad_request(f"No event with id '{after}' to list after.", param="after") from None
-        return {"object": "list", "data": [event_to_wire(e) for e in page.rows], "has_more": page.has_more}
+    return _job_page(org, job_id, job_store.list_events, event_to_wire, "event", after, limit)
 
 
 @router.get("/{job_id}/checkpoints")
 def checkpoints(
     job_id: str, org: Org, after: str | None = None, limit: Annotated[int, Query(ge=1, le=100)] = 10
 ) -> dict[str, Any]:
-    with session_scope() as session:
-        if job_store.get_job(session, org.id, job_id) is None:
-            raise _job_not_found(job_id)
-        try:
-            page = job_store.list_checkpoints(session, job_id, after=after, limit=limit)
-        except UnknownCursor:
-            raise bad_request(f"No checkpoint with id '{after}' to list after.", param="after") from None
-        return _envelope([checkpoint_to_wire(c) for c in page.rows], page.has_more)
+    return _job_page(org, job_id, job_store.list_checkpoints, checkpoint_to_wire, "checkpoint", after, limit)

@@ -30,6 +30,7 @@ from openft.serving.types import (
     EngineOverloaded,
     FinishReason,
     GenerationRequest,
+    RequestTooLarge,
     TokenEvent,
     Usage,
 )
@@ -210,13 +211,23 @@ class Engine:
     def _submit(self, request: GenerationRequest, deliver) -> _Sequence:
         budget = len(request.prompt_ids) + request.max_new_tokens
         if budget > self.max_total_tokens:
-            raise ValueError(
+            raise RequestTooLarge(
                 f"prompt ({len(request.prompt_ids)} tokens) plus max_tokens ({request.max_new_tokens}) exceeds "
-                f"this server's limit of {self.max_total_tokens} tokens per request"
+                f"this server's limit of {self.max_total_tokens} tokens per request",
+                "max_tokens",
             )
         if len(request.prompt_ids) >= self._max_positions:
-            raise ValueError(
-                f"prompt has {len(request.prompt_ids)} tokens; the model's context is {self._max_positions} tokens"
+            raise RequestTooLarge(
+                f"prompt has {len(request.prompt_ids)} tokens; the model's context is {self._max_positions} tokens",
+                "messages",
+            )
+        if budget > self._max_positions:
+            # As OpenAI: refuse rather than silently stop at the context limit.
+            raise RequestTooLarge(
+                f"This model's maximum context length is {self._max_positions} tokens. However, you requested "
+                f"{budget} tokens ({len(request.prompt_ids)} in the prompt, {request.max_new_tokens} for the "
+                "completion). Reduce max_tokens or the prompt.",
+                "max_tokens",
             )
         with self._lock:
             if self._closed:

@@ -14,6 +14,14 @@ class EngineOverloaded(RuntimeError):
     """The engine's queue or token budget is full; the HTTP layer answers 429 with this message."""
 
 
+class RequestTooLarge(ValueError):
+    """The request cannot fit: ``param`` names what to reduce (the router answers 400 naming it)."""
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
 class AdapterNotFound(KeyError):
     """The adapter key names no adapter the resolver knows."""
 

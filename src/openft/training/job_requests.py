@@ -160,7 +160,7 @@ def create_job(session: Session, organization_id: str, request: JobRequest) -> F
     _check_file(session, organization_id, request.training_file, "training_file", method["type"])
     if request.validation_file is not None:
         _check_file(session, organization_id, request.validation_file, "validation_file", method["type"])
-    if request.suffix is not None and not SUFFIX_PATTERN.match(str(request.suffix)):
+    if request.suffix is not None and not (isinstance(request.suffix, str) and SUFFIX_PATTERN.match(request.suffix)):
         raise JobRequestError(
             "suffix", "`suffix` must be 1-64 characters of letters, digits, '-', '_' or '.' (no ':')."
         )
