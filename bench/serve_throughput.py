@@ -1,6 +1,11 @@
 """Serving throughput: the openft engine at concurrency 1/4/16 (base and a 4-adapter mix) vs sequential
 ``model.generate`` of plain transformers on the same prompts, measured in the same run. Prints JSON.
 
+Every request generates exactly ``--max-new-tokens`` tokens (``ignore_eos``, like vLLM's throughput
+benchmark; ``min_new_tokens`` for ``generate``). Otherwise the comparison measures output lengths, not
+speed: the random bench adapters stop at different points than the base model, and a batch that runs
+until its longest answer ends produces fewer tokens per step when some answers stop early.
+
     python bench/serve_throughput.py            # real SmolLM2-135M-Instruct (from the model registry)
     python bench/serve_throughput.py --tiny     # tiny random model, seconds
 """
@@ -10,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import statistics
 import tempfile
@@ -50,6 +56,7 @@ def sequential_baseline(model_dir: Path, prompts: list[list[int]], max_new: int,
             out = model.generate(
                 torch.tensor([prompt]),
                 max_new_tokens=max_new,
+                min_new_tokens=max_new,  # every run generates the same tokens (see the module docstring)
                 do_sample=False,
                 eos_token_id=stops,
                 pad_token_id=stops[0],
@@ -89,12 +96,70 @@ async def run_engine(engine: Engine, requests: list[GenerationRequest], concurre
     }
 
 
+def engine_runs(model_dir: Path, adapters: dict[str, Path], prompts: list[list[int]], args: dict) -> dict:
+    """Every engine measurement, in one process: {"base"|"adapters_4": [c1, c4, c16 results], "stats": ...}."""
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+
+    def loader():
+        return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32), tokenizer
+
+    engine = Engine(loader, lambda key: adapters[key], max_batch_size=16, max_loaded_adapters=4)
+    engine.wait_ready()
+    keys = list(adapters)
+
+    def requests(mixed: bool) -> list[GenerationRequest]:
+        return [
+            GenerationRequest(
+                prompt_ids=p, adapter=keys[i % 4] if mixed else None, max_new_tokens=args["max_new_tokens"],
+                temperature=0, ignore_eos=True,
+            )
+            for i, p in enumerate(prompts)
+        ]  # fmt: skip
+
+    async def all_runs() -> dict:
+        for request in requests(True)[:4]:  # warm up, and load the four adapters before timing
+            await engine.complete(request)
+        best: dict[tuple[str, int], dict] = {}
+        # Rounds interleave base and mix runs and keep each one's fastest, so a burst of background load
+        # on a shared machine penalises neither side of the comparison more than the other.
+        for _ in range(args["rounds"]):
+            for concurrency in (1, 4, 16):
+                for name, mixed in (("base", False), ("adapters_4", True)):
+                    run = await run_engine(engine, requests(mixed), concurrency)
+                    key = (name, concurrency)
+                    if key not in best or run["tokens_per_s"] > best[key]["tokens_per_s"]:
+                        best[key] = run
+        return {name: [best[(name, c)] for c in (1, 4, 16)] for name in ("base", "adapters_4")}
+
+    results = asyncio.run(all_runs())
+    engine.close()
+    return {**results, "stats": engine.stats()}
+
+
+def _child(function, args: tuple, queue) -> None:
+    torch.manual_seed(0)
+    queue.put(function(*args))
+
+
+def in_child_process(function, *args):
+    """Run in a fresh process: models built earlier in the same process (adapters, the other side of the
+    comparison) leave the allocator in a state that slowed whichever ran later by up to 30% here."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_child, args=(function, args, queue))
+    process.start()
+    result = queue.get()
+    process.join()
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="tiny random model for a quick run")
     parser.add_argument("--model-dir", help="an HF model folder instead of the registry's default model")
     parser.add_argument("--requests", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved repeats; each run's fastest counts")
     args = parser.parse_args()
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -107,36 +172,10 @@ def main() -> None:
             for i in range(args.requests)
         ]
         stops = stop_token_ids(tokenizer)
-        baseline = sequential_baseline(model_dir, prompts, args.max_new_tokens, stops)
-
-        def loader():
-            return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32), tokenizer
-
-        engine = Engine(loader, lambda key: adapters[key], max_batch_size=16, max_loaded_adapters=4)
-        engine.wait_ready()
-        keys = list(adapters)
-
-        def requests(mixed: bool) -> list[GenerationRequest]:
-            return [
-                GenerationRequest(
-                    prompt_ids=p, adapter=keys[i % 4] if mixed else None, max_new_tokens=args.max_new_tokens,
-                    temperature=0, stop_token_ids=stops,
-                )
-                for i, p in enumerate(prompts)
-            ]  # fmt: skip
-
-        async def all_runs() -> dict:
-            await engine.complete(requests(True)[0])  # warm up (loads one adapter)
-            results = {"base": [], "adapters_4": []}
-            for concurrency in (1, 4, 16):
-                results["base"].append(await run_engine(engine, requests(False), concurrency))
-                results["adapters_4"].append(await run_engine(engine, requests(True), concurrency))
-            return results
-
-        results = asyncio.run(all_runs())
-        engine.close()
+        baseline = in_child_process(sequential_baseline, model_dir, prompts, args.max_new_tokens, stops)
+        results = in_child_process(engine_runs, model_dir, adapters, prompts, vars(args))
         # Measured again at the end so background load on a shared machine cannot favour the engine.
-        baseline_after = sequential_baseline(model_dir, prompts, args.max_new_tokens, stops)
+        baseline_after = in_child_process(sequential_baseline, model_dir, prompts, args.max_new_tokens, stops)
     base16 = results["base"][-1]["tokens_per_s"]
     mix16 = results["adapters_4"][-1]["tokens_per_s"]
     best_baseline = max(baseline["tokens_per_s"], baseline_after["tokens_per_s"])
@@ -145,12 +184,17 @@ def main() -> None:
         "requests": args.requests,
         "max_new_tokens": args.max_new_tokens,
         "torch_threads": torch.get_num_threads(),
+        "rounds": args.rounds,
         "sequential_generate": {"before": baseline, "after": baseline_after},
         "engine": results,
         "speedup_c16_vs_sequential": round(base16 / best_baseline, 2),
         "speedup_c1_vs_sequential": round(results["base"][0]["tokens_per_s"] / best_baseline, 2),
         "base_vs_4_adapter_mix_at_c16": round(base16 / mix16, 2),
-        "engine_stats": engine.stats(),
+        "engine_stats": results.pop("stats"),
+    }
+    report["targets_met"] = {
+        "c16_at_least_4x_sequential": report["speedup_c16_vs_sequential"] >= 4,
+        "adapter_mix_within_1.3x_of_base": report["base_vs_4_adapter_mix_at_c16"] <= 1.3,
     }
     print(json.dumps(report, indent=2))
 

@@ -3,7 +3,9 @@
 Both train the same LoRA (rank 16, all linear projections), batch size, learning rate and epochs on the
 same short mixed-length chat conversations (answers of 5-200 words). openft feeds pre-tokenized rows in
 padding-free batches; the baseline gets the rendered text of the same conversations and TRL's defaults
-(padded batches, gradient checkpointing on). Each run is a separate process so its peak RSS is its own.
+(padded batches, gradient checkpointing on). Both use the same precision: bf16 autocast where the hardware
+runs bf16 natively (TRL's default is bf16 everywhere, which transformers refuses on a CPU unless `use_cpu`
+is set, so the baseline sets it), else fp32. Each run is a separate process so its peak RSS is its own.
 Throughput counts real tokens only (no padding) for both. Prints JSON.
 
     python bench/train_throughput.py                 # real SmolLM2-135M-Instruct (from the model registry)
@@ -13,7 +15,7 @@ Throughput counts real tokens only (no padding) for both. Prints JSON.
 MFU: full fine-tuning does ~6 x params FLOPs per token (forward 2, backward 4). With LoRA the frozen
 weights need no weight gradient, so ~4 x params (forward 2 + input gradients 2); the adapter's own FLOPs
 and attention's sequence-length term are left out. Peak is a large matmul timed in the same run, in the
-precision training uses (fp32 on CPU, bf16 on a bf16 GPU).
+precision training uses (bf16 where the GPU or CPU runs it natively, else fp32).
 """
 
 from __future__ import annotations
@@ -114,12 +116,13 @@ def run_plain_trl(args: dict[str, Any]) -> dict[str, Any]:
 
     from openft.models.chat_template import render_prompt
     from openft.training.hyperparameters import BASE_LEARNING_RATES
+    from openft.training.trainer import use_bf16
 
     rows = [json.loads(line) for line in Path(args["train_file"]).read_text().splitlines() if line.strip()]
     texts = [render_prompt(row["messages"], add_generation_prompt=False) for row in rows]
     tokenizer = AutoTokenizer.from_pretrained(args["model_dir"])
     model = AutoModelForCausalLM.from_pretrained(args["model_dir"], dtype=torch.float32)
-    use_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    bf16 = use_bf16()
     config = SFTConfig(
         output_dir=args["output_dir"],
         num_train_epochs=args["epochs"],
@@ -127,7 +130,10 @@ def run_plain_trl(args: dict[str, Any]) -> dict[str, Any]:
         learning_rate=BASE_LEARNING_RATES[("supervised", True)],
         max_length=args["max_seq_length"],
         gradient_checkpointing=args["gradient_checkpointing"],
-        bf16=use_bf16,  # same precision as openft; TRL's own default would be bf16 autocast even on CPU
+        # Same precision as openft: bf16 autocast where the hardware runs bf16 natively (TRL's own default is
+        # bf16 everywhere, which transformers refuses on a CPU unless `use_cpu` is set).
+        bf16=bf16,
+        use_cpu=bf16 and not torch.cuda.is_available(),
         save_strategy="epoch",  # openft saves each epoch too
         save_total_limit=3,
         logging_steps=1,
@@ -227,8 +233,10 @@ def main() -> None:
     )
     options = parser.parse_args()
 
+    from openft.training.trainer import use_bf16
+
     on_gpu = torch.cuda.is_available()
-    dtype = torch.bfloat16 if on_gpu and torch.cuda.is_bf16_supported() else torch.float32
+    dtype = torch.bfloat16 if use_bf16() else torch.float32
     peak_args = ("cuda" if on_gpu else "cpu", dtype, 8192 if on_gpu else 2048)
     peak_before = matmul_peak_flops(*peak_args)
 

@@ -125,7 +125,8 @@ def test_job_runs_to_a_fine_tuned_model(client, server, training_file):
 def test_pause_and_resume_a_running_job(client, training_file):
     job = client.fine_tuning.jobs.create(
         model="tiny-llama", training_file=training_file, seed=1,
-        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 8, "batch_size": 1}}},
+        # 360 steps: long enough that the pause lands while it runs, now that a tiny-model step takes ~30 ms
+        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 30, "batch_size": 1}}},
     )
     wait_for(client, job.id, {"running"})
     wait_for_step(client, job.id)
@@ -141,13 +142,13 @@ def test_pause_and_resume_a_running_job(client, training_file):
     messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=500)]
     assert any(m.startswith("Resuming fine-tuning from checkpoint at step") for m in messages)
     steps = [e.data["step"] for e in client.fine_tuning.jobs.list_events(job.id, limit=500) if e.type == "metrics"]
-    assert max(steps) == 96
+    assert max(steps) == 360
 
 
 def test_cancel_a_running_job(client, training_file):
     job = client.fine_tuning.jobs.create(
         model="tiny-llama", training_file=training_file,
-        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 20, "batch_size": 1}}},
+        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 50, "batch_size": 1}}},
     )
     wait_for(client, job.id, {"running"})
     wait_for_step(client, job.id)

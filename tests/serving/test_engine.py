@@ -58,6 +58,23 @@ def test_base_output_equals_plain_transformers_generate(engine):
     assert ours.token_ids == reference[0, len(prompt) :].tolist()[: len(ours.token_ids)]
 
 
+def test_ignore_eos_generates_past_the_models_end_token_but_honours_stop_ids(engine):
+    prompt = _prompts(engine, 4)[3]
+    full = asyncio.run(engine.complete(_greedy(prompt, None)))
+    end_token = full.token_ids[2]
+    saved = engine._default_stop_ids
+    engine._default_stop_ids = frozenset({end_token})  # as if the model's EOS were this token
+    try:
+        stopped = asyncio.run(engine.complete(_greedy(prompt, None)))
+        ignored = asyncio.run(engine.complete(_greedy(prompt, None, ignore_eos=True)))
+        explicit = asyncio.run(engine.complete(_greedy(prompt, None, ignore_eos=True, stop_token_ids=[end_token])))
+    finally:
+        engine._default_stop_ids = saved
+    assert stopped.finish_reason == "stop" and len(stopped.token_ids) < len(full.token_ids)
+    assert ignored.token_ids == full.token_ids and ignored.finish_reason == "length"
+    assert explicit.finish_reason == "stop" and explicit.token_ids == stopped.token_ids
+
+
 def test_streaming_yields_each_token_before_the_end(engine):
     async def run():
         events = []

@@ -322,7 +322,8 @@ class Engine:
         sequence.generator = torch.Generator().manual_seed(seed)
         sequence.detok = IncrementalDetokenizer(self.tokenizer, request.prompt_ids)
         sequence.stops = StopStringFilter(request.stop_strings)
-        sequence.stop_ids = frozenset(request.stop_token_ids) | self._default_stop_ids
+        default_stops = frozenset() if request.ignore_eos else self._default_stop_ids
+        sequence.stop_ids = frozenset(request.stop_token_ids) | default_stops
         if request.json_mode:
             sequence.json_state = json_constraint.INITIAL_STATE
         return True

@@ -1,11 +1,12 @@
-"""Mixed-adapter LoRA for a whole batch in three matrix ops per layer.
+"""Mixed-adapter LoRA for a whole batch in three matrix ops per layer and decode step.
 
 PEFT's ``adapter_names`` path loops over the adapters in every LoRA layer (gather rows, two small matmuls,
 scatter back): with 4 adapters and ~200 adapted layers that is thousands of tiny ops per decode step. Here
 each adapted ``nn.Linear`` keeps every loaded adapter side by side, ``A = [A_1 | A_2 | ...]`` and
 ``B = [s_1 B_1 ; s_2 B_2 ; ...]``; a per-row 0/1 mask over the concatenated rank keeps each row's own
 adapter, so ``delta = ((x @ A) * mask_row) @ B`` serves every row at once (base rows have an all-zero mask).
-PEFT's own layers are switched to base-only and a forward hook adds the delta.
+PEFT's own layers are switched to base-only and a forward hook adds the delta. Prefill passes (many
+tokens per row) instead run each adapter on its own rows only: there the FLOPs, not the op count, dominate.
 
 Only plain LoRA on linear layers is handled (no DoRA/variants, no LoRA bias, no fan_in_fan_out);
 ``supports`` says when the engine must fall back to PEFT's ``adapter_names``.
@@ -34,19 +35,22 @@ def supports(model: PeftModel) -> bool:
 
 class _LayerStack:
     def __init__(self, layer: LoraLinear, slots: list[str]) -> None:
-        a_parts, b_parts, widths = [], [], []
+        dtype = layer.get_base_layer().weight.dtype  # the activations' dtype; PEFT keeps adapters in fp32
+        widths: list[int] = []
+        self.per_slot: list[tuple[torch.Tensor, torch.Tensor] | None] = []  # (A [in, r], s*B [r, out])
         for name in slots:
             if name in layer.lora_A:
-                a = layer.lora_A[name].weight  # [r, in]
-                b = layer.lora_B[name].weight * layer.scaling[name]  # [out, r]
-                a_parts.append(a.t())
-                b_parts.append(b.t())
-                widths.append(a.shape[0])
+                a = layer.lora_A[name].weight.t().to(dtype).contiguous()
+                b = (layer.lora_B[name].weight * layer.scaling[name]).t().to(dtype).contiguous()
+                self.per_slot.append((a, b))
+                widths.append(a.shape[1])
             else:
+                self.per_slot.append(None)
                 widths.append(0)
         self.layout = tuple(widths)
-        self.a = torch.cat(a_parts, dim=1).contiguous() if a_parts else None  # [in, R]
-        self.b = torch.cat(b_parts, dim=0).contiguous() if b_parts else None  # [R, out]
+        present = [part for part in self.per_slot if part is not None]
+        self.a = torch.cat([a for a, _ in present], dim=1) if present else None  # [in, R]
+        self.b = torch.cat([b for _, b in present], dim=0) if present else None  # [R, out]
 
 
 class BatchedLora:
@@ -59,6 +63,7 @@ class BatchedLora:
         self._slots: list[str] = []
         self._masks: dict[tuple[int, ...], torch.Tensor] | None = None
         self._row_slots: torch.Tensor | None = None
+        self._groups: list[tuple[int, torch.Tensor]] = []  # (slot, rows using it), base rows left out
         self._handles = [layer.register_forward_hook(self._hook) for layer in self._layers]
 
     def rebuild(self, adapter_names: list[str]) -> None:
@@ -91,6 +96,8 @@ class BatchedLora:
         index = {name: slot + 1 for slot, name in enumerate(self._slots)}
         self._row_slots = torch.tensor([index.get(name, 0) for name in adapter_names], dtype=torch.long)
         self._masks = {}
+        slots = sorted({int(slot) for slot in self._row_slots.tolist()} - {0})
+        self._groups = [(slot - 1, (self._row_slots == slot).nonzero().flatten()) for slot in slots]
 
     def _row_mask(self, layout: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         mask = self._masks.get(layout)
@@ -111,6 +118,21 @@ class BatchedLora:
         if stack is None or stack.a is None:
             return None
         x = args[0]
+        if x.dim() == 3 and x.shape[1] > 1:
+            return self._per_adapter_delta(stack, x, output)
         mask = self._row_mask(stack.layout, x.dtype)
-        hidden = (x @ stack.a) * mask[:, None, :]
-        return output + hidden @ stack.b
+        hidden = torch.matmul(x, stack.a).mul_(mask[:, None, :])
+        # In place, fused with the matmul: no extra output-sized tensor per layer and decode step.
+        output.view(-1, output.shape[-1]).addmm_(hidden.view(-1, hidden.shape[-1]), stack.b)
+        return output
+
+    def _per_adapter_delta(self, stack: _LayerStack, x: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        """Prefill: many tokens per row, so computing every adapter for every row (the decode path) would
+        multiply the LoRA work by the number of adapters; each group of rows gets only its own adapter."""
+        for slot, rows in self._groups:
+            part = stack.per_slot[slot]
+            if part is None:
+                continue
+            a, b = part
+            output.index_add_(0, rows, torch.matmul(torch.matmul(x.index_select(0, rows), a), b))
+        return output

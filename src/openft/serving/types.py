@@ -40,7 +40,9 @@ class GenerationRequest:
 
     ``adapter`` is the key the engine's adapter resolver understands (a fine-tuned model name); None is the
     base model. ``temperature == 0`` is greedy decoding. ``seed`` makes sampling reproducible regardless of
-    what else shares the batch. ``json_mode`` constrains the output to one JSON object.
+    what else shares the batch. ``json_mode`` constrains the output to one JSON object. ``ignore_eos``
+    keeps generating past the model's end-of-sequence tokens (``stop_token_ids`` still stop), as vLLM's
+    option of that name: benchmarks use it so every run generates the same number of tokens.
     """
 
     prompt_ids: list[int]
@@ -54,6 +56,7 @@ class GenerationRequest:
     logprobs: bool = False
     top_logprobs: int = 0
     json_mode: bool = False
+    ignore_eos: bool = False
 
     def validate(self) -> None:
         if not self.prompt_ids:

@@ -1,0 +1,115 @@
+"""The training fast paths give the numbers the plain paths give: what makes them safe to turn on by default.
+
+Per-example attention over a padding-free batch must equal running each example alone, and the loss on
+trained positions only must equal TRL's full-vocabulary loss, metric and gradient included.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+from trl import SFTTrainer
+
+from openft.training.callbacks import NullReporter
+from openft.training.hyperparameters import resolve_hyperparameters
+from openft.training.sft_loss import TrainedPositionsSFTTrainer
+from openft.training.trainer import build_trainer, use_bf16
+from openft.training.trainer_config import TrainerRunConfig
+from openft.training.varlen_attention import register_varlen_attention
+
+
+def _model(model_dir, attention: str):
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation=attention).eval()
+
+
+def test_packed_batch_logits_equal_each_example_run_alone(tiny_model_dir):
+    varlen = _model(tiny_model_dir, register_varlen_attention())
+    plain = _model(tiny_model_dir, "sdpa")
+    examples = [torch.randint(5, 1000, (n,)) for n in (7, 3, 12)]
+    packed = torch.cat(examples)[None]
+    boundaries = torch.tensor([0, 7, 10, 22], dtype=torch.int32)
+    positions = torch.cat([torch.arange(len(e)) for e in examples])[None]
+    with torch.no_grad():
+        out = varlen(
+            input_ids=packed, position_ids=positions, cu_seq_lens_q=boundaries, cu_seq_lens_k=boundaries,
+            max_length_q=12, max_length_k=12,
+        ).logits  # fmt: skip
+        alone = torch.cat([plain(input_ids=e[None]).logits for e in examples], dim=1)
+    torch.testing.assert_close(out, alone, rtol=1e-4, atol=1e-4)
+
+
+def test_padded_batches_take_the_ordinary_sdpa_path(tiny_model_dir):
+    varlen = _model(tiny_model_dir, register_varlen_attention())
+    plain = _model(tiny_model_dir, "sdpa")
+    ids = torch.randint(5, 1000, (2, 9))
+    mask = torch.ones_like(ids)
+    mask[1, :4] = 0  # left padding
+    with torch.no_grad():
+        got = varlen(input_ids=ids, attention_mask=mask).logits
+        expected = plain(input_ids=ids, attention_mask=mask).logits
+    torch.testing.assert_close(got[mask.bool()], expected[mask.bool()], rtol=1e-5, atol=1e-5)
+
+
+def _trainer(tmp_path, model_dir) -> TrainedPositionsSFTTrainer:
+    rows = [
+        {
+            "messages": [
+                {"role": "system", "content": "Answer briefly."},
+                {"role": "user", "content": f"What is {i} plus {i}? " * (1 + i % 3)},
+                {"role": "assistant", "content": f"It is {2 * i}." + " Really." * (i % 4)},
+            ]
+        }
+        for i in range(6)
+    ]
+    train = tmp_path / "train.jsonl"
+    train.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    hparams = resolve_hyperparameters(
+        "supervised", {"n_epochs": 1, "batch_size": 3, "lora_dropout": 0.0}, n_train_examples=6, context_length=256
+    )
+    config = TrainerRunConfig(
+        base_model=str(model_dir), training_file=str(train), output_dir=str(tmp_path / "out"),
+        hyperparameters=hparams, seed=3, report_to=[],
+    )  # fmt: skip
+    trainer = build_trainer(config, NullReporter()).trainer
+    assert isinstance(trainer, TrainedPositionsSFTTrainer)
+    return trainer
+
+
+def _loss_and_grads(compute, trainer, batch, num_items):
+    trainer.model.zero_grad()
+    loss = compute(trainer, trainer.model, dict(batch), num_items_in_batch=num_items)
+    loss.backward()
+    grads = {name: p.grad.clone() for name, p in trainer.model.named_parameters() if p.grad is not None}
+    return loss.detach(), grads
+
+
+@pytest.mark.parametrize("num_items", [None, 40])
+def test_loss_on_trained_positions_equals_trls_loss_metric_and_gradient(tmp_path, tiny_model_dir, num_items):
+    trainer = _trainer(tmp_path, tiny_model_dir)
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert "cu_seq_lens_q" in batch and batch["input_ids"].shape[0] == 1  # padding-free
+
+    ours, our_grads = _loss_and_grads(TrainedPositionsSFTTrainer.compute_loss, trainer, batch, num_items)
+    our_accuracy = trainer._metrics["train"]["mean_token_accuracy"][-1]
+    theirs, their_grads = _loss_and_grads(SFTTrainer.compute_loss, trainer, batch, num_items)
+    their_accuracy = trainer._metrics["train"]["mean_token_accuracy"][-1]
+
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+    assert our_accuracy == pytest.approx(their_accuracy)
+    assert our_grads.keys() == their_grads.keys() and our_grads
+    for name, grad in our_grads.items():
+        torch.testing.assert_close(grad, their_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_trainable_weights_stay_fp32_and_frozen_ones_use_the_compute_dtype(tmp_path, tiny_model_dir):
+    trainer = _trainer(tmp_path, tiny_model_dir)
+    frozen_dtype = torch.bfloat16 if use_bf16() else torch.float32
+    trainable = {p.dtype for p in trainer.model.parameters() if p.requires_grad}
+    frozen = {p.dtype for p in trainer.model.parameters() if not p.requires_grad}
+    assert trainable == {torch.float32}
+    assert frozen == {frozen_dtype}
+    assert trainer.args.bf16 == use_bf16()
