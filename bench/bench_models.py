@@ -1,7 +1,9 @@
-"""The model both benchmarks run: the real SmolLM2-135M-Instruct, or a tiny random one (`--tiny`) for a quick run."""
+"""What both benchmarks share: the model they run (the real SmolLM2-135M-Instruct, or a tiny random one with
+`--tiny` for a quick run) and running each measured side in a fresh process."""
 
 from __future__ import annotations
 
+import multiprocessing
 from pathlib import Path
 
 import torch
@@ -27,3 +29,24 @@ def prepare_model_dir(tiny: bool, model_dir: str | None, work: Path) -> Path:
     LlamaForCausalLM(config).save_pretrained(work / "tiny")
     tokenizer.save_pretrained(work / "tiny")
     return work / "tiny"
+
+
+def _child(function, args: tuple, queue) -> None:
+    import datasets
+
+    datasets.disable_progress_bars()
+    torch.manual_seed(0)
+    queue.put(function(*args))
+
+
+def in_child_process(function, *args):
+    """`function(*args)` in a fresh process, so its peak RSS is its own and nothing built earlier in this
+    process (adapters, the other side of a comparison) changes its speed: here the allocator state left by
+    earlier models slowed whatever ran later by up to 30%. `function` must be importable (module level)."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_child, args=(function, args, queue))
+    process.start()
+    result = queue.get()
+    process.join()
+    return result

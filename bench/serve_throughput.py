@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import multiprocessing
 import os
 import statistics
 import tempfile
@@ -25,7 +24,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
-from bench_models import prepare_model_dir  # noqa: E402  (bench/ is on sys.path when run as a script)
+from bench_models import in_child_process, prepare_model_dir  # noqa: E402  (bench/ is on sys.path when run as a script)
 from peft import LoraConfig, get_peft_model  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
@@ -134,23 +133,6 @@ def engine_runs(model_dir: Path, adapters: dict[str, Path], prompts: list[list[i
     results = asyncio.run(all_runs())
     engine.close()
     return {**results, "stats": engine.stats()}
-
-
-def _child(function, args: tuple, queue) -> None:
-    torch.manual_seed(0)
-    queue.put(function(*args))
-
-
-def in_child_process(function, *args):
-    """Run in a fresh process: models built earlier in the same process (adapters, the other side of the
-    comparison) leave the allocator in a state that slowed whichever ran later by up to 30% here."""
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    process = context.Process(target=_child, args=(function, args, queue))
-    process.start()
-    result = queue.get()
-    process.join()
-    return result
 
 
 def main() -> None:

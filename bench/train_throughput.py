@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import random
 import resource
@@ -35,7 +34,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
-from bench_models import prepare_model_dir  # noqa: E402  (bench/ is on sys.path when run as a script)
+from bench_models import in_child_process, prepare_model_dir  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 WORDS = (
     "the model learns short answers from examples while a careful engineer measures tokens time memory and "
@@ -165,27 +164,6 @@ def run_plain_trl(args: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-RUNNERS = {"openft": run_openft, "trl": run_plain_trl}
-
-
-def _child(name: str, args: dict[str, Any], queue) -> None:
-    import datasets
-
-    datasets.disable_progress_bars()
-    torch.manual_seed(0)
-    queue.put(RUNNERS[name](args))
-
-
-def in_child_process(name: str, args: dict[str, Any]) -> dict[str, Any]:
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    process = context.Process(target=_child, args=(name, args, queue))
-    process.start()
-    result = queue.get()
-    process.join()
-    return result
-
-
 def matmul_peak_flops(device: str, dtype: torch.dtype, size: int, repeats: int = 5, trials: int = 3) -> float:
     """Best of a few timed matmul trials: on a shared machine the slow trials measure the neighbours."""
     return max(_matmul_flops(device, dtype, size, repeats) for _ in range(trials))
@@ -255,11 +233,11 @@ def main() -> None:
             "max_seq_length": options.max_seq_length,
         }
         variants = {
-            "openft": ("openft", {}),
-            "trl_default": ("trl", {"gradient_checkpointing": True}),
+            "openft": (run_openft, {}),
+            "trl_default": (run_plain_trl, {"gradient_checkpointing": True}),
         }
         if not options.skip_no_checkpointing_baseline:
-            variants["trl_no_gradient_checkpointing"] = ("trl", {"gradient_checkpointing": False})
+            variants["trl_no_gradient_checkpointing"] = (run_plain_trl, {"gradient_checkpointing": False})
         # Rounds interleave the variants and keep each one's fastest run, so a burst of background load
         # on a shared machine penalises no variant more than the others.
         best: dict[str, dict[str, Any]] = {}
