@@ -27,6 +27,8 @@ class Settings:
     worker_stale_seconds: float = 30.0
     # `openft serve` runs one worker in-process unless this is off (then run `openft worker`).
     embedded_worker: bool = True
+    # "auto": bf16 autocast where the GPU or CPU runs bf16 natively, else fp32; "bf16" / "fp32" force one.
+    training_precision: str = "auto"
     # GPU deployments: serve chat/completions from a vLLM server (see docs/serving.md).
     vllm_url: str | None = None
     vllm_model: str | None = None
@@ -50,6 +52,16 @@ class Settings:
     def models_config_path(self) -> Path:
         """User-registered base models (TOML); see docs/models.md."""
         return self.home / "models.toml"
+
+
+TRAINING_PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def _choice_env(name: str, choices: tuple[str, ...], default: str) -> str:
+    raw = (os.environ.get(name) or default).strip().lower()
+    if raw not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {raw!r}")
+    return raw
 
 
 def _int_env(name: str, default: int) -> int:
@@ -78,6 +90,7 @@ def get_settings() -> Settings:
         vllm_model=os.environ.get("OPENFT_VLLM_MODEL") or None,
         vllm_api_key=os.environ.get("OPENFT_VLLM_API_KEY") or None,
         embedded_worker=os.environ.get("OPENFT_EMBEDDED_WORKER", "1").lower() not in ("0", "false", "no"),
+        training_precision=_choice_env("OPENFT_TRAINING_PRECISION", TRAINING_PRECISIONS, "auto"),
     )
 
 

@@ -13,6 +13,7 @@ import torch
 from transformers import AutoModelForCausalLM
 from trl import SFTTrainer
 
+from openft.config import reset_settings
 from openft.training.callbacks import NullReporter
 from openft.training.hyperparameters import resolve_hyperparameters
 from openft.training.sft_loss import TrainedPositionsSFTTrainer
@@ -113,3 +114,27 @@ def test_trainable_weights_stay_fp32_and_frozen_ones_use_the_compute_dtype(tmp_p
     assert trainable == {torch.float32}
     assert frozen == {frozen_dtype}
     assert trainer.args.bf16 == use_bf16()
+
+
+@pytest.fixture
+def precision(monkeypatch):
+    def set_to(value: str) -> None:
+        monkeypatch.setenv("OPENFT_TRAINING_PRECISION", value)
+        reset_settings()
+
+    yield set_to
+    monkeypatch.delenv("OPENFT_TRAINING_PRECISION", raising=False)
+    reset_settings()
+
+
+def test_fp32_can_be_forced_and_then_every_weight_and_step_is_fp32(tmp_path, tiny_model_dir, precision):
+    precision("fp32")
+    trainer = _trainer(tmp_path, tiny_model_dir)
+    assert not trainer.args.bf16
+    assert {p.dtype for p in trainer.model.parameters()} == {torch.float32}
+
+
+def test_an_unknown_precision_is_refused_naming_the_variable(precision):
+    precision("fp8")
+    with pytest.raises(ValueError, match="OPENFT_TRAINING_PRECISION must be one of auto, bf16, fp32"):
+        use_bf16()

@@ -26,6 +26,7 @@ from transformers.integrations import TensorBoardCallback
 from transformers.trainer_callback import PrinterCallback
 from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
+from openft.config import get_settings
 from openft.training.callbacks import Reporter, ReporterCallback
 from openft.training.datasets import TokenizedData, tokenize_file
 from openft.training.hyperparameters import ResolvedHyperparameters
@@ -77,6 +78,10 @@ def cpu_has_native_bf16() -> bool:
 
 
 def use_bf16() -> bool:
+    """Train under bf16 autocast? `OPENFT_TRAINING_PRECISION` decides; "auto" means where it is native."""
+    precision = get_settings().training_precision
+    if precision != "auto":
+        return precision == "bf16"
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
     return cpu_has_native_bf16()
