@@ -57,21 +57,29 @@ class Settings:
 TRAINING_PRECISIONS = ("auto", "bf16", "fp32")
 
 
+class SettingsError(ValueError):
+    """An environment variable holds a value openft cannot use; the message names the variable."""
+
+
 def _choice_env(name: str, choices: tuple[str, ...], default: str) -> str:
     raw = (os.environ.get(name) or default).strip().lower()
     if raw not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {raw!r}")
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}; got {raw!r}")
     return raw
 
 
 def _int_env(name: str, default: int) -> int:
+    return _number_env(name, default, int, "an integer")
+
+
+def _number_env(name: str, default, kind: type, described: str):
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
+        return kind(raw)
     except ValueError as exc:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
+        raise SettingsError(f"{name} must be {described}, got {raw!r}") from exc
 
 
 @lru_cache(maxsize=1)
@@ -85,7 +93,7 @@ def get_settings() -> Settings:
         host=os.environ.get("OPENFT_HOST", "127.0.0.1"),
         port=_int_env("OPENFT_PORT", 8000),
         validation_model=os.environ.get("OPENFT_VALIDATION_MODEL") or "smollm2-135m-instruct",
-        worker_stale_seconds=float(os.environ.get("OPENFT_WORKER_STALE_SECONDS") or 30.0),
+        worker_stale_seconds=_number_env("OPENFT_WORKER_STALE_SECONDS", 30.0, float, "a number of seconds"),
         vllm_url=os.environ.get("OPENFT_VLLM_URL") or None,
         vllm_model=os.environ.get("OPENFT_VLLM_MODEL") or None,
         vllm_api_key=os.environ.get("OPENFT_VLLM_API_KEY") or None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from openft.cli import chat, evals, export, files, jobs, keys, models, serve, validate, worker
+from openft.config import SettingsError
 
 app = typer.Typer(
     name="openft",
@@ -26,4 +27,8 @@ app.command("export")(export.export)
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except SettingsError as error:  # a bad environment variable: one line naming it, not a traceback
+        typer.echo(f"Error: {error}", err=True)
+        raise SystemExit(2) from None

@@ -36,21 +36,24 @@ def supports(model: PeftModel) -> bool:
 class _LayerStack:
     def __init__(self, layer: LoraLinear, slots: list[str]) -> None:
         dtype = layer.get_base_layer().weight.dtype  # the activations' dtype; PEFT keeps adapters in fp32
-        widths: list[int] = []
-        self.per_slot: list[tuple[torch.Tensor, torch.Tensor] | None] = []  # (A [in, r], s*B [r, out])
+        a_parts, b_parts, widths = [], [], []
         for name in slots:
             if name in layer.lora_A:
-                a = layer.lora_A[name].weight.t().to(dtype).contiguous()
-                b = (layer.lora_B[name].weight * layer.scaling[name]).t().to(dtype).contiguous()
-                self.per_slot.append((a, b))
-                widths.append(a.shape[1])
+                a_parts.append(layer.lora_A[name].weight.t())  # [in, r]
+                b_parts.append((layer.lora_B[name].weight * layer.scaling[name]).t())  # [r, out]
+                widths.append(a_parts[-1].shape[1])
             else:
-                self.per_slot.append(None)
                 widths.append(0)
         self.layout = tuple(widths)
-        present = [part for part in self.per_slot if part is not None]
-        self.a = torch.cat([a for a, _ in present], dim=1) if present else None  # [in, R]
-        self.b = torch.cat([b for _, b in present], dim=0) if present else None  # [R, out]
+        self.a = torch.cat(a_parts, dim=1).to(dtype).contiguous() if a_parts else None  # [in, R]
+        self.b = torch.cat(b_parts, dim=0).to(dtype).contiguous() if b_parts else None  # [R, out]
+        # Each slot's own (A, s*B) as views into the stacks (no second copy), None where it has no LoRA here.
+        self.per_slot: list[tuple[torch.Tensor, torch.Tensor] | None] = []
+        start = 0
+        for width in widths:
+            end = start + width
+            self.per_slot.append((self.a[:, start:end], self.b[start:end]) if width else None)
+            start = end
 
 
 class BatchedLora:
@@ -63,7 +66,7 @@ class BatchedLora:
         self._slots: list[str] = []
         self._masks: dict[tuple[int, ...], torch.Tensor] | None = None
         self._row_slots: torch.Tensor | None = None
-        self._groups: list[tuple[int, torch.Tensor]] = []  # (slot, rows using it), base rows left out
+        self._groups: list[tuple[int, torch.Tensor]] | None = None  # (slot, rows using it), no base rows
         self._handles = [layer.register_forward_hook(self._hook) for layer in self._layers]
 
     def rebuild(self, adapter_names: list[str]) -> None:
@@ -96,8 +99,7 @@ class BatchedLora:
         index = {name: slot + 1 for slot, name in enumerate(self._slots)}
         self._row_slots = torch.tensor([index.get(name, 0) for name in adapter_names], dtype=torch.long)
         self._masks = {}
-        slots = sorted({int(slot) for slot in self._row_slots.tolist()} - {0})
-        self._groups = [(slot - 1, (self._row_slots == slot).nonzero().flatten()) for slot in slots]
+        self._groups = None  # built by the first prefill pass that needs them; decode steps never do
 
     def _row_mask(self, layout: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         mask = self._masks.get(layout)
@@ -129,6 +131,9 @@ class BatchedLora:
     def _per_adapter_delta(self, stack: _LayerStack, x: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
         """Prefill: many tokens per row, so computing every adapter for every row (the decode path) would
         multiply the LoRA work by the number of adapters; each group of rows gets only its own adapter."""
+        if self._groups is None:
+            slots = sorted(set(self._row_slots.tolist()) - {0})
+            self._groups = [(slot - 1, (self._row_slots == slot).nonzero().flatten()) for slot in slots]
         for slot, rows in self._groups:
             part = stack.per_slot[slot]
             if part is None:

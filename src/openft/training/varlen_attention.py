@@ -40,7 +40,7 @@ def varlen_sdpa_attention_forward(
     # The block-diagonal mask built for this batch says exactly what per-example causal attention does,
     # so it is not needed here.
     groups = query.shape[1] // key.shape[1]
-    starts_ends = boundaries.tolist()
+    starts_ends = _boundaries_list(boundaries)
     outputs = [
         F.scaled_dot_product_attention(
             query[:, :, start:end],
@@ -56,6 +56,18 @@ def varlen_sdpa_attention_forward(
     ]
     attn_output = torch.cat(outputs, dim=2)
     return attn_output.transpose(1, 2).contiguous(), None
+
+
+_last_boundaries: tuple[torch.Tensor | None, list[int]] = (None, [])
+
+
+def _boundaries_list(boundaries: torch.Tensor) -> list[int]:
+    """The boundaries as Python ints, read once per forward pass: every layer gets the same tensor, and on a
+    GPU each `.tolist()` would wait for the device."""
+    global _last_boundaries
+    if _last_boundaries[0] is not boundaries:
+        _last_boundaries = (boundaries, boundaries.tolist())
+    return _last_boundaries[1]
 
 
 def register_varlen_attention() -> str:
