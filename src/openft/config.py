@@ -7,7 +7,7 @@ Everything openft stores lives under ``OPENFT_HOME`` (default ``~/.openft``) unl
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -33,6 +33,22 @@ class Settings:
     vllm_url: str | None = None
     vllm_model: str | None = None
     vllm_api_key: str | None = None
+    # Per-organization quotas (0 = unlimited): bytes of uploaded files, and unfinished jobs + evaluations.
+    storage_quota_bytes: int = 0
+    max_active_jobs: int = 0
+    # Hosts, addresses or CIDR ranges that evaluation endpoints may reach although they are loopback or
+    # private ("*" allows every address); see openft.outbound.
+    outbound_allow: tuple[str, ...] = ()
+    # Fernet key(s) that encrypt third-party API keys at rest; unset: $OPENFT_HOME/secret.key is used.
+    secret_key: str | None = field(default=None, repr=False)
+    # Orphaned blobs and partial uploads younger than this are left alone (another process may own them).
+    reaper_grace_seconds: float = 3600.0
+    # How often `openft serve` settles storage (expired files, orphans) after the start-up pass; 0: only at start.
+    reaper_interval_seconds: float = 600.0
+
+    @property
+    def secret_key_path(self) -> Path:
+        return self.home / "secret.key"
 
     @property
     def files_dir(self) -> Path:
@@ -82,6 +98,17 @@ def _number_env(name: str, default, kind: type, described: str):
         raise SettingsError(f"{name} must be {described}, got {raw!r}") from exc
 
 
+def _limit_env(name: str, default: float, kind: type = int):
+    value = _number_env(name, default, kind, "a non-negative number (0 = no limit)")
+    if value < 0 or value != value:
+        raise SettingsError(f"{name} must be a non-negative number (0 = no limit), got {value!r}")
+    return value
+
+
+def _list_env(name: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in (os.environ.get(name) or "").split(",") if item.strip())
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     home = Path(os.environ.get("OPENFT_HOME") or Path.home() / ".openft").expanduser()
@@ -99,6 +126,12 @@ def get_settings() -> Settings:
         vllm_api_key=os.environ.get("OPENFT_VLLM_API_KEY") or None,
         embedded_worker=os.environ.get("OPENFT_EMBEDDED_WORKER", "1").lower() not in ("0", "false", "no"),
         training_precision=_choice_env("OPENFT_TRAINING_PRECISION", TRAINING_PRECISIONS, "auto"),
+        storage_quota_bytes=_limit_env("OPENFT_STORAGE_QUOTA_BYTES", 0),
+        max_active_jobs=_limit_env("OPENFT_MAX_ACTIVE_JOBS", 0),
+        outbound_allow=_list_env("OPENFT_OUTBOUND_ALLOW"),
+        secret_key=os.environ.get("OPENFT_SECRET_KEY") or None,
+        reaper_grace_seconds=_limit_env("OPENFT_REAPER_GRACE_SECONDS", 3600.0, float),
+        reaper_interval_seconds=_limit_env("OPENFT_REAPER_INTERVAL_SECONDS", 600.0, float),
     )
 
 

@@ -3,8 +3,10 @@
 import pytest
 
 from openft.evals.stats import (
+    mcnemar_p_value,
     mean_ci,
     paired_comparison,
+    paired_test,
     percentile,
     sign_test_p_value,
     summarize,
@@ -84,3 +86,30 @@ def test_paired_comparison_of_equal_strategies_is_not_significant():
 def test_sign_test_exact_values():
     assert sign_test_p_value(5, 0) == pytest.approx(0.0625)
     assert sign_test_p_value(0, 0) == 1.0
+
+
+def test_mcnemar_exact_for_few_discordant_items_and_chi_square_for_many():
+    # Exact: 6 discordant items all one way -> 2 x 0.5^6.
+    assert mcnemar_p_value(6, 0) == (pytest.approx(0.03125), "exact")
+    assert mcnemar_p_value(3, 3)[0] == 1.0
+    # Chi-square with continuity correction: (|30 - 10| - 1)^2 / 40 = 9.025 -> p = 0.00266 (textbook value).
+    p, kind = mcnemar_p_value(30, 10)
+    assert kind == "chi-square" and p == pytest.approx(0.002663, abs=1e-5)
+
+
+def test_paired_test_uses_mcnemar_for_binary_scores():
+    a = [1] * 86 + [0] * 14
+    b = [1] * 80 + [0] * 20  # b misses 6 items a gets right, and gets nothing a misses
+    test = paired_test(a, b)
+    assert test.method == "mcnemar-exact" and test.a_better == 6 and test.b_better == 0
+    assert test.p_value == pytest.approx(0.03125) and test.significant
+    assert test.mean_difference == pytest.approx(0.06)
+
+
+def test_paired_test_uses_a_paired_bootstrap_for_continuous_scores():
+    a = [0.5 + 0.01 * (i % 7) for i in range(60)]
+    b = [x - 0.05 for x in a]  # every item 0.05 lower: tiny but perfectly consistent
+    test = paired_test(a, b)
+    assert test.method == "paired-bootstrap" and test.significant and test.p_value < 0.01
+    noisy = paired_test([0.2, 0.9, 0.4, 0.6], [0.9, 0.2, 0.6, 0.4])
+    assert not noisy.significant

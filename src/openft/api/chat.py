@@ -6,18 +6,26 @@ silent ignore.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from openft.api.auth import current_org
+from openft.api.completion_checks import check_completion_request
 from openft.api.errors import OpenAIError, bad_request
-from openft.api.serving_state import ResolvedModel, resolve_model
-from openft.serving.backend import LocalBackend, ServingBackend
-from openft.serving.types import AdapterNotFound, EngineOverloaded, RequestTooLarge
+from openft.api.rate_limits import refund_request_tokens, reserve_request_tokens, settle_request_tokens
+from openft.api.serving_state import ResolvedModel, backend_for, resolve_model
+from openft.api.serving_visibility import visible_stats
+from openft.data.codes import Severity
+from openft.data.issues import Issues
+from openft.data.messages import check_messages
+from openft.serving.backend import ServingBackend
+from openft.serving.grammar_request import GrammarRequestError, chat_grammar
+from openft.serving.types import AdapterNotFound, EngineOverloaded
 from openft.store.tables import Organization
 
 router = APIRouter(prefix="/v1", tags=["inference"])
@@ -28,10 +36,14 @@ MAX_STOP = 4
 MAX_TOP_LOGPROBS = 20
 ROLES = {"system", "developer", "user", "assistant", "tool"}
 # Accepted and meaningless for a self-hosted engine (bookkeeping fields of OpenAI's platform).
-IGNORED = {"user", "metadata", "store", "service_tier", "parallel_tool_calls", "prompt_cache_key", "safety_identifier"}
+IGNORED = {"user", "metadata", "store", "service_tier", "prompt_cache_key", "safety_identifier"}
 CHAT_FIELDS = {"model", "messages", "temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "n",
                "seed", "logprobs", "top_logprobs", "stream", "stream_options", "tools", "tool_choice",
-               "response_format", "frequency_penalty", "presence_penalty"} | IGNORED
+               "response_format", "parallel_tool_calls", "frequency_penalty", "presence_penalty"} | IGNORED
+REQUEST_TOLERATED_CODES = {"tool_call_arguments_invalid_json"}
+# How often a non-streaming request checks whether its client is still there.
+DISCONNECT_POLL_S = 0.25
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for "the client went away first"
 COMPLETION_FIELDS = {"model", "prompt", "temperature", "top_p", "max_tokens", "stop", "n", "seed", "logprobs",
                      "stream", "stream_options", "echo", "suffix", "best_of", "frequency_penalty",
                      "presence_penalty", "user"}
@@ -82,11 +94,11 @@ def _check_common(body: dict, allowed: set[str]) -> None:
             raise bad_request("'stream_options' is only allowed when 'stream' is true.", param="stream_options")
         if not isinstance(body["stream_options"], dict):
             raise bad_request("'stream_options' must be an object.", param="stream_options")
-    if body.get("stream") and (body.get("n") or 1) > 1:
-        raise bad_request("Streaming with n > 1 is not supported by openft; use n=1 or stream=false.", param="n")
 
 
 def _check_messages(messages: Any) -> None:
+    """The shape rules training data follows (data/messages.py), in request mode: every nested value the chat
+    template will read (content parts, tool calls, their functions) is checked before it reaches it."""
     if not isinstance(messages, list) or not messages:
         raise bad_request("'messages' must be a non-empty list.", param="messages")
     for index, message in enumerate(messages):
@@ -97,18 +109,13 @@ def _check_messages(messages: Any) -> None:
         if role not in ROLES:
             raise bad_request(f"Invalid value for '{where}.role': {role!r}. Expected one of {sorted(ROLES)}.",
                               param=f"{where}.role")
-        content = message.get("content")
-        if content is not None and not isinstance(content, str | list):
-            raise bad_request(f"'{where}.content' must be a string or a list of parts.", param=f"{where}.content")
-        if isinstance(content, list):
-            for part_index, part in enumerate(content):
-                if not isinstance(part, dict) or part.get("type") != "text":
-                    raise bad_request(f"'{where}.content[{part_index}]': only text parts are supported by this "
-                                      "model.", param=f"{where}.content[{part_index}]")
-        if role == "tool" and not message.get("tool_call_id"):
-            raise bad_request(f"'{where}.tool_call_id' is required for tool messages.", param=f"{where}.tool_call_id")
-        if content is None and not (role == "assistant" and message.get("tool_calls")):
-            raise bad_request(f"'{where}.content' is required.", param=f"{where}.content")
+    issues = Issues()
+    check_messages(messages, issues, "messages", request=True)
+    for issue in issues.items:
+        # Arguments a model produced may be invalid JSON; the template renders them verbatim, as OpenAI accepts.
+        if issue.severity is Severity.ERROR and issue.code not in REQUEST_TOLERATED_CODES:
+            param = issue.field or "messages"
+            raise bad_request(f"Invalid value for '{param}': {issue.message}.", param=param, code=issue.code)
 
 
 def _check_tools(body: dict) -> None:
@@ -122,15 +129,24 @@ def _check_tools(body: dict) -> None:
             if not valid or not isinstance(function.get("name"), str):
                 raise bad_request(f"'tools[{index}]' must be a function tool with a 'function.name'.",
                                   param=f"tools[{index}]")
-    choice = body.get("tool_choice")
-    if choice in (None, "auto", "none"):
-        return
-    raise bad_request("openft's engine supports tool_choice 'auto' and 'none' only; it cannot force a tool call.",
-                      param="tool_choice")
+
+
+def _check_structured_output(body: dict) -> None:
+    """response_format, tool_choice, parallel_tool_calls and strict tool schemas: compiled to a grammar here
+    so that an unsupported schema keyword is a 400 naming it (serving/grammar_request.py)."""
+    tools_dropped = body.get("tool_choice") == "none"  # the router drops the tools; only the format remains
+    checked = {k: v for k, v in body.items() if k not in ("tools", "tool_choice")} if tools_dropped else body
+    try:
+        chat_grammar(checked)
+    except GrammarRequestError as error:
+        raise bad_request(str(error), param=error.param) from None
 
 
 def _check_chat(body: dict) -> None:
     _check_common(body, CHAT_FIELDS)
+    if body.get("stream") and (body.get("n") or 1) > 1:
+        raise bad_request("Streaming with n > 1 is not supported by openft's chat; use n=1 or stream=false.",
+                          param="n")
     _check_messages(body.get("messages"))
     _integer(body, "max_completion_tokens", 1, 1 << 20)
     _check_tools(body)
@@ -139,35 +155,16 @@ def _check_chat(body: dict) -> None:
     _integer(body, "top_logprobs", 0, MAX_TOP_LOGPROBS)
     if body.get("top_logprobs") and not body.get("logprobs"):
         raise bad_request("'top_logprobs' requires 'logprobs' to be true.", param="top_logprobs")
-    response_format = body.get("response_format")
-    if response_format is not None:
-        kind = response_format.get("type") if isinstance(response_format, dict) else None
-        if kind not in ("text", "json_object"):
-            raise bad_request("response_format.type must be 'text' or 'json_object' (json_schema is not supported "
-                              "by openft's engine).", param="response_format.type")
+    _check_structured_output(body)
 
 
 def _check_completion(body: dict) -> None:
     _check_common(body, COMPLETION_FIELDS)
-    prompt = body.get("prompt")
-    if not isinstance(prompt, str) and not (isinstance(prompt, list) and len(prompt) == 1
-                                            and isinstance(prompt[0], str)):
-        raise bad_request("'prompt' must be a string (lists of several prompts are not supported).", param="prompt")
-    _integer(body, "logprobs", 0, 5)
-    for name in ("echo", "suffix"):
-        if body.get(name):
-            raise bad_request(f"'{name}' is not supported by openft's engine.", param=name)
-    if (body.get("best_of") or 1) != 1:
-        raise bad_request("'best_of' is not supported by openft's engine; use n.", param="best_of")
+    check_completion_request(body)
 
 
 def _backend(request: Request, model: ResolvedModel) -> ServingBackend:
-    state = request.app.state
-    if getattr(state, "vllm", None) is not None:
-        state.vllm_adapters[model.name] = model.adapter_path
-        return state.vllm
-    route = state.engines.route(model)
-    return LocalBackend(lambda _name: route)
+    return backend_for(request.app.state, model)  # local engines under their memory cap, or vLLM
 
 
 def _engine_error(error: Exception) -> OpenAIError:
@@ -175,7 +172,7 @@ def _engine_error(error: Exception) -> OpenAIError:
         return OpenAIError(429, str(error), type="rate_limit_exceeded", code="rate_limit_exceeded")
     if isinstance(error, AdapterNotFound):
         return OpenAIError(404, str(error), param="model", code="model_not_found")
-    return bad_request(str(error), param=error.param if isinstance(error, RequestTooLarge) else None)
+    return bad_request(str(error), param=getattr(error, "param", None))  # RequestTooLarge, PromptError
 
 
 async def _sse(stream: AsyncIterator[dict]) -> AsyncIterator[bytes]:
@@ -187,8 +184,25 @@ async def _sse(stream: AsyncIterator[dict]) -> AsyncIterator[bytes]:
     yield b"data: [DONE]\n\n"
 
 
+async def _unless_disconnected(request: Request, work: Awaitable[dict]) -> dict | None:
+    """Await a whole answer, cancelling it (the engine drops the request from its batch) as soon as the client
+    is gone; None then. Streams need no such watch: a closed stream stops its generator."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                return None
+    finally:
+        if not task.done():
+            task.cancel()
+
+
 async def _serve(request: Request, org: Organization, body: dict, whole, streamed):
     model = resolve_model(org.id, body["model"])
+    reserved = reserve_request_tokens(request, body)
     backend = _backend(request, model)
     if body.get("stream"):
         stream = streamed(backend)(body)
@@ -197,6 +211,7 @@ async def _serve(request: Request, org: Organization, body: dict, whole, streame
         except StopAsyncIteration:
             first = None
         except (EngineOverloaded, AdapterNotFound, ValueError) as error:
+            refund_request_tokens(request, reserved)
             raise _engine_error(error) from None
 
         async def chained() -> AsyncIterator[dict]:
@@ -208,9 +223,14 @@ async def _serve(request: Request, org: Organization, body: dict, whole, streame
         return StreamingResponse(_sse(chained()), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache"})
     try:
-        return await whole(backend)(body)
+        answer = await _unless_disconnected(request, whole(backend)(body))
     except (EngineOverloaded, AdapterNotFound, ValueError) as error:
+        refund_request_tokens(request, reserved)
         raise _engine_error(error) from None
+    if answer is None:
+        return Response(status_code=CLIENT_CLOSED_REQUEST)  # nobody reads it; logs show why it stopped
+    settle_request_tokens(request, reserved, answer)
+    return answer
 
 
 @router.post("/chat/completions")
@@ -224,13 +244,12 @@ async def chat_completions(request: Request, org: Org, body: Annotated[dict[str,
 @router.post("/completions")
 async def completions(request: Request, org: Org, body: Annotated[dict[str, Any], Body()]):
     _check_completion(body)
-    if isinstance(body["prompt"], list):
-        body = {**body, "prompt": body["prompt"][0]}
     return await _serve(request, org, body, lambda b: b.completion, lambda b: b.completion_stream)
 
 
 @router.get("/serving/stats")
-def serving_stats(request: Request, _org: Org) -> dict[str, Any]:
-    """openft extension: batching counters of every loaded engine (forward steps, batch sizes, adapter mixing)."""
+def serving_stats(request: Request, org: Org) -> dict[str, Any]:
+    """openft extension: batching counters of every loaded engine (forward steps, batch sizes, adapter mixing).
+    Only the caller's own adapters and full fine-tunes are listed (serving_visibility.py)."""
     engines = getattr(request.app.state, "engines", None)
-    return {"object": "serving.stats", "engines": engines.stats() if engines is not None else {}}
+    return {"object": "serving.stats", "engines": visible_stats(org.id, engines.stats()) if engines is not None else {}}

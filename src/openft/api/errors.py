@@ -31,6 +31,7 @@ class OpenAIError(Exception):
         self.type = type
         self.param = param
         self.code = code
+        self.headers: dict[str, str] = {}  # extra response headers (retry-after on a 429)
 
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
@@ -64,8 +65,8 @@ def _location_to_param(loc: tuple) -> str | None:
 
 
 def error_response(error: OpenAIError) -> JSONResponse:
-    headers = {"x-should-retry": "false"} if error.status < 500 and error.status != 429 else None
-    return JSONResponse(error.body(), status_code=error.status, headers=headers)
+    headers = {"x-should-retry": "false"} if error.status < 500 and error.status != 429 else {}
+    return JSONResponse(error.body(), status_code=error.status, headers={**headers, **error.headers})
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -3,6 +3,8 @@ an external endpoint on a held-out file; reports and the fine-tune-or-prompt adv
 
 from __future__ import annotations
 
+import math
+from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request
@@ -69,7 +71,7 @@ def run_to_wire(run: EvalRun) -> dict[str, Any]:
         "error": run.error,
         "metadata": run.eval_metadata,
         **public_config(run.config),
-        "summary": summary(run.results),
+        "summary": json_safe(summary(run.results)),
     }
 
 
@@ -136,6 +138,20 @@ def cancel(run_id: str, org: Org) -> dict[str, Any]:
         return run_to_wire(run)
 
 
+def json_safe(value: Any) -> Any:
+    """JSON has no Infinity or NaN: a number that is not finite (a break-even that is never reached, a ratio
+    over zero) is sent as null, which docs/evaluations.md documents as "not defined"."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Decimal):
+        return value if value.is_finite() else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def _advice(run: EvalRun, params: dict[str, Any]) -> dict[str, Any]:
     if run.status != "succeeded" or not run.results:
         raise bad_request(
@@ -144,7 +160,7 @@ def _advice(run: EvalRun, params: dict[str, Any]) -> dict[str, Any]:
             code="evaluation_not_ready",
         )
     try:
-        return advise(run.results, advice_settings(params))
+        return json_safe(advise(run.results, advice_settings(params)))
     except EvalRequestError as error:
         raise _request_error(error) from None
     except UnknownModelPrice as error:
@@ -164,5 +180,5 @@ def report(run_id: str, org: Org, request: Request, format: str = "json") -> Res
     params = {k: v for k, v in request.query_params.items() if k in ADVICE_QUERY}
     wire = run_to_wire(run)
     about = {k: wire[k] for k in ("id", "created_at", "finished_at", "model", "eval_file", "training_file")}
-    body, media_type = render(build_report(run.results or {}, _advice(run, params), about), format)
+    body, media_type = render(build_report(json_safe(run.results or {}), _advice(run, params), about), format)
     return Response(body, media_type=media_type)

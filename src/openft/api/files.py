@@ -16,10 +16,11 @@ from openft.api.multipart import UploadTooLarge, parse_upload
 from openft.api.schemas import FileDeleted, FileObject, ListEnvelope
 from openft.config import get_settings
 from openft.store import files as file_store
-from openft.store.blobs import BlobStore
+from openft.store.blobs import BlobStore, StorageFault, storage_errors
 from openft.store.db import session_scope
 from openft.store.ids import new_id
 from openft.store.pagination import UnknownCursor
+from openft.store.quotas import check_storage, storage_room
 from openft.store.tables import File, Organization
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
@@ -27,6 +28,7 @@ router = APIRouter(prefix="/v1/files", tags=["files"])
 PURPOSES = ("fine-tune", "batch", "evals", "user_data", "assistants", "vision")
 MIN_EXPIRY_SECONDS = 3600
 MAX_EXPIRY_SECONDS = 30 * 24 * 3600
+MULTIPART_OVERHEAD = 64 * 1024  # boundaries and form fields around the file's bytes
 Org = Annotated[Organization, Depends(current_org)]
 
 
@@ -77,23 +79,36 @@ async def create_file(request: Request, org: Org) -> FileObject:
     settings = get_settings()
     limit = settings.max_upload_bytes
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
+    declared_bytes = int(declared) if declared and declared.isdigit() else None
+    if declared_bytes is not None and declared_bytes > limit + MULTIPART_OVERHEAD:
         # Refuse before reading a byte of the body.
         raise _too_large(limit)
+    with session_scope() as session:
+        room = storage_room(session, org.id)
+        if room is not None and declared_bytes is not None and declared_bytes > room + MULTIPART_OVERHEAD:
+            check_storage(session, org.id, declared_bytes - MULTIPART_OVERHEAD)  # refused before reading the body
     blobs = _blobs()
-    blobs.root.mkdir(parents=True, exist_ok=True)
+    blobs.ensure_root()
     storage_key = new_id("blob_", 32)
-    destination = blobs.path(storage_key)
+    # The bytes go to a temporary name and take the blob's name only once the record is being written:
+    # a killed upload leaves a partial file for the reaper, never a blob that looks complete.
+    partial = blobs.partial_path(storage_key)
+    read_limit = limit if room is None else min(limit, room)
     try:
-        upload = await parse_upload(request, destination, limit)
+        with storage_errors("store the uploaded file", "Nothing was stored."):
+            upload = await parse_upload(request, partial, read_limit)
     except UploadTooLarge:
+        if read_limit < limit:
+            with session_scope() as session:
+                check_storage(session, org.id, read_limit + 1)
         raise _too_large(limit) from None
     except FormParserError as exc:
         raise bad_request(f"Malformed multipart body: {exc}") from None
     try:
-        return await _store_upload(upload, destination, storage_key, org)
+        return await _store_upload(upload, partial, blobs, storage_key, org)
     except BaseException:
-        destination.unlink(missing_ok=True)
+        partial.unlink(missing_ok=True)
+        blobs.path(storage_key).unlink(missing_ok=True)
         raise
 
 
@@ -105,7 +120,7 @@ def _too_large(limit: int) -> Exception:
     )
 
 
-async def _store_upload(upload, destination, storage_key: str, org: Organization) -> FileObject:
+async def _store_upload(upload, destination, blobs: BlobStore, storage_key: str, org: Organization) -> FileObject:
     if upload.file_parts != 1 or upload.filename is None:
         raise bad_request("Missing required parameter: 'file' (send exactly one file part).", param="file")
     purpose = upload.fields.get("purpose")
@@ -134,6 +149,9 @@ async def _store_upload(upload, destination, storage_key: str, org: Organization
             raise bad_request(f"{exc} List base models with GET /v1/models.", param="model") from None
         status, details, report = outcome.status, outcome.status_details, outcome.report
     with session_scope() as session:
+        check_storage(session, org.id, upload.size)  # exact size now; uploads in parallel may have used the room
+        with storage_errors("store the uploaded file", "Nothing was stored."):
+            blobs.commit(destination, storage_key)
         row = file_store.add_file(
             session,
             file_id=new_id("file-"),
@@ -185,9 +203,8 @@ def delete_file(file_id: str, org: Org) -> FileDeleted:
         if row is None:
             raise _file_not_found(file_id)
         storage_key = row.storage_key
-        file_store.delete_file(session, row)
-    # The record goes first: a crash between the two leaves an orphan blob, never a record without bytes.
-    _blobs().delete(storage_key)
+    # Record marked, bytes removed, record removed: a disk that refuses answers an error and keeps the file.
+    file_store.delete_file_and_blob(file_id, storage_key, _blobs())
     return FileDeleted(id=file_id)
 
 
@@ -199,6 +216,8 @@ def file_content(file_id: str, org: Org) -> FileResponse:
             raise _file_not_found(file_id)
         path = _blobs().path(row.storage_key)
         filename = row.filename
+    if not path.is_file():
+        raise StorageFault("missing", f"read the content of {file_id}", "no bytes are stored under this file")
     return FileResponse(path, media_type="application/octet-stream", filename=filename)
 
 

@@ -10,11 +10,13 @@ from fastapi import APIRouter, Body, Depends, Query, Request
 from openft.api.auth import current_org
 from openft.api.errors import OpenAIError, bad_request, not_found
 from openft.api.schemas import ListEnvelope
+from openft.jobs import queue
 from openft.store import jobs as job_store
 from openft.store.db import session_scope
 from openft.store.pagination import UnknownCursor
 from openft.store.tables import FineTuningJob, JobCheckpoint, JobEvent, Organization
 from openft.training.job_requests import JobRequest, JobRequestError, create_job
+from openft.training.queue_kinds import TRAIN
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
 Org = Annotated[Organization, Depends(current_org)]
@@ -61,8 +63,9 @@ def event_to_wire(event: JobEvent) -> dict[str, Any]:
         "created_at": event.created_at,
         "level": event.level,
         "message": event.message,
-        "type": event.type,
-        "data": event.data,
+        # OpenAI's schema: `type` is message|metrics and `data` an object (its examples show {} for messages).
+        "type": event.type or "message",
+        "data": event.data if event.data is not None else {},
     }
 
 
@@ -143,6 +146,7 @@ def cancel(job_id: str, org: Org) -> dict[str, Any]:
         # The worker sees the status and stops the training process; a trainer that finishes in the
         # meantime cannot overwrite it (its final update requires status 'running').
         job.status, job.control, job.finished_at, job.estimated_finish = "cancelled", "cancel", int(time.time()), None
+        queue.withdraw(session, job.id)  # a worker running it kills the process at once
         job_store.add_event(session, job.id, "Fine-tuning job cancelled")
         return job_to_wire(job)
 
@@ -151,11 +155,17 @@ def cancel(job_id: str, org: Org) -> dict[str, Any]:
 def pause(job_id: str, org: Org) -> dict[str, Any]:
     with session_scope() as session:
         job = _owned_job(session, org, job_id)
-        if job.status == "running":
-            job.control = "pause"
-            job_store.add_event(session, job.id, "Pausing fine-tuning job: saving a checkpoint")
-        elif job.status == "queued" and job.worker_id is None:
-            job.status = "paused"
+        # A pause is honoured whenever it is acknowledged: the runner checks `control` before training,
+        # at every step, and before publishing the model; a queued job leaves the queue at once.
+        if job.status in ("running", "validating_files"):
+            if job.control != "pause":
+                job.control = "pause"
+                job_store.add_event(session, job.id, "Pausing fine-tuning job: saving a checkpoint"
+                                    if job.status == "running" else
+                                    "Pausing fine-tuning job: it pauses once its files are validated")
+        elif job.status == "queued":
+            queue.withdraw(session, job.id)  # also when a worker has just claimed it: that child stops
+            job.status, job.control, job.worker_id = "paused", None, None
             job_store.add_event(session, job.id, "Fine-tuning job paused before it started")
         else:
             raise bad_request(f"Job {job_id} is {job.status}; only running or queued jobs can be paused.",
@@ -171,6 +181,7 @@ def resume(job_id: str, org: Org) -> dict[str, Any]:
             raise bad_request(f"Job {job_id} is {job.status}; only paused jobs can be resumed.",
                               param="fine_tuning_job_id")
         job.status, job.control, job.worker_id = "queued", None, None
+        queue.enqueue(session, TRAIN, job.id, job.organization_id)
         job_store.add_event(session, job.id, "Fine-tuning job resumed; it continues from its last checkpoint")
         return job_to_wire(job)
 

@@ -2,23 +2,46 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
-from sqlalchemy import delete
+from fastapi import APIRouter, Depends, Request
+from sqlalchemy import delete, select
 
 from openft.api.auth import current_org
 from openft.api.errors import bad_request, model_not_found
 from openft.models.registry import ModelNotFound, get_base_model, list_base_models
+from openft.store import artifacts as artifact_store
 from openft.store import jobs as job_store
 from openft.store.db import session_scope
 from openft.store.tables import FineTuningJob, JobCheckpoint, Organization
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/models", tags=["models"])
 Org = Annotated[Organization, Depends(current_org)]
 OWNER_OF_BASE_MODELS = "openft"
+
+
+def unload_served_models(state: Any, served: list[tuple[str, str, bool]], output_dir: Path) -> None:
+    """Free the memory a deleted model (and its checkpoints) holds in the local engines and in vLLM."""
+    engines = getattr(state, "engines", None)
+    vllm = getattr(state, "vllm", None)
+    for name, path, full in served:
+        if not path:
+            continue
+        # Served from where it was written, or from this machine's download cache of the artifact store.
+        for local in {path, str(artifact_store.cache_dir() / artifact_store.artifact_key(path, output_dir))}:
+            if engines is not None:
+                engines.unload(full_model_path=local if full else None, adapter_path=None if full else local)
+        if vllm is not None:
+            import anyio.from_thread
+
+            try:
+                anyio.from_thread.run(vllm.unload, name)
+            except Exception:  # the model is deleted either way; vLLM's LRU unloads it later
+                log.exception("could not unload %s from vLLM", name)
 
 
 def _wire(model_id: str, created: int, owned_by: str) -> dict[str, Any]:
@@ -52,7 +75,7 @@ def retrieve_model(model: str, org: Org) -> dict[str, Any]:
 
 
 @router.delete("/{model:path}")
-def delete_model(model: str, org: Org) -> dict[str, Any]:
+def delete_model(model: str, org: Org, request: Request) -> dict[str, Any]:
     with session_scope() as session:
         fine_tuned = job_store.get_fine_tuned_model(session, org.id, model)
         if fine_tuned is None:
@@ -63,8 +86,14 @@ def delete_model(model: str, org: Org) -> dict[str, Any]:
             raise bad_request(f"`{model}` is a base model; only fine-tuned models can be deleted.", param="model")
         job = session.get(FineTuningJob, fine_tuned.job_id)
         artifacts = Path(job.output_dir) if job is not None and job.output_dir else Path(fine_tuned.path).parent
+        checkpoints = session.scalars(select(JobCheckpoint).where(JobCheckpoint.job_id == fine_tuned.job_id)).all()
+        full = fine_tuned.kind == "full"
+        served = [(fine_tuned.id, fine_tuned.path, full)]
+        served += [(c.fine_tuned_model_checkpoint, c.path, full) for c in checkpoints]
         session.execute(delete(JobCheckpoint).where(JobCheckpoint.job_id == fine_tuned.job_id))
         session.delete(fine_tuned)
     # Records first, files second: a crash in between leaves unreferenced files, never a dangling model.
+    unload_served_models(request.app.state, served, artifacts)
     shutil.rmtree(artifacts, ignore_errors=True)
+    artifact_store.delete_job_artifacts(artifacts)
     return {"id": model, "object": "model", "deleted": True}

@@ -15,6 +15,7 @@ from fastapi import Request
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from openft.api.errors import bad_request
+from openft.store.blobs import open_private
 
 MAX_FIELD_BYTES = 64 * 1024
 
@@ -44,7 +45,7 @@ async def parse_upload(
         raise bad_request("Uploads must be sent as multipart/form-data with a 'file' and a 'purpose' field.")
     result = ParsedUpload()
     state: dict = {"name": None, "filename": None, "buffer": bytearray(), "headers": {}, "header": b""}
-    out = open(destination, "wb")
+    out = os.fdopen(open_private(destination), "wb")  # 0600, and never an existing name
 
     def on_header_field(data: bytes, start: int, end: int) -> None:
         state["header"] += data[start:end]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, SerializerFunctionWrapHandler, model_serializer
 
 T = TypeVar("T")
 
@@ -36,6 +36,15 @@ class FileObject(BaseModel):
     status: Literal["uploaded", "processed", "error"]
     status_details: str | None = None
     expires_at: int | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_optionals(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # OpenAI's schema types these as string / integer, not nullable: absent means left out, never null.
+        out = handler(self)
+        for name in ("status_details", "expires_at"):
+            if out.get(name) is None:
+                out.pop(name, None)
+        return out
 
 
 class FileDeleted(BaseModel):

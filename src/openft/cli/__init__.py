@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from openft.cli import chat, evals, export, files, jobs, keys, models, serve, validate, worker
+from openft.cli import chat, evals, export, files, jobs, keys, models, moderation, oai_evals, serve, validate, worker
+from openft.cli import graders as graders_cli
 from openft.config import SettingsError
 
 app = typer.Typer(
@@ -18,10 +19,13 @@ app.command("validate")(validate.validate)
 app.command("worker")(worker.worker)
 app.add_typer(keys.app, name="keys")
 app.add_typer(evals.eval_app, name="eval")
+app.add_typer(oai_evals.app, name="evals")
+app.add_typer(graders_cli.app, name="graders")
 app.command("advise")(evals.advise)
 app.add_typer(files.app, name="files")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(models.app, name="models")
+app.add_typer(moderation.app, name="moderation")
 app.command("chat")(chat.chat)
 app.command("export")(export.export)
 

@@ -176,7 +176,7 @@ def _check_tool_calls(
         _check_arguments(function.get("arguments"), issues, join_path(function_path, "arguments"))
 
 
-def _check_content(message: dict, role: str, issues: Issues, path: str) -> None:
+def _check_content(message: dict, role: str, issues: Issues, path: str, request: bool = False) -> None:
     has_calls = bool(message.get("tool_calls") or message.get("function_call"))
     content = message.get("content")
     content_path = join_path(path, "content")
@@ -203,7 +203,7 @@ def _check_content(message: dict, role: str, issues: Issues, path: str) -> None:
             "invalid_content_type", content_path, f"content must be a string or text parts, got {json_kind(content)}"
         )
         return
-    if not content.strip():
+    if not content.strip() and not request:  # an empty turn in a chat request's history trains nothing: fine
         if role == "assistant" and not has_calls:
             issues.add("missing_content", content_path, "assistant content is empty: there is nothing to train on")
         elif role != "assistant":
@@ -232,7 +232,11 @@ def check_message(
     conversation: Conversation,
     tool_names: set[str] | None = None,
     parallel_tool_calls: Any = None,
+    *,
+    request: bool = False,
 ) -> None:
+    """`request=True` checks a chat-completions request's history: the same shapes, without training rules
+    (no `weight`, empty turns allowed)."""
     conversation.n_messages += 1
     if not isinstance(message, dict):
         issues.add("data_type", path, f"a message must be an object, got {json_kind(message)}")
@@ -245,11 +249,12 @@ def check_message(
         issues.add("unrecognized_role", join_path(path, "role"), f"role {json.dumps(role)[:40]} is not one of {ROLES}")
         return
     conversation.last_role = role
-    for key in sorted(message.keys() - _ALLOWED_KEYS[role]):
+    allowed = _ALLOWED_KEYS[role] - {"weight"} if request else _ALLOWED_KEYS[role]
+    for key in sorted(message.keys() - allowed):
         issues.add("message_unrecognized_key", join_path(path, key), f"key {key!r} is not allowed in a {role} message")
     if "name" in message and not isinstance(message["name"], str):
         issues.add("data_type", join_path(path, "name"), f"name must be a string, got {json_kind(message['name'])}")
-    _check_content(message, role, issues, path)
+    _check_content(message, role, issues, path, request)
     trained = _check_weight(message, role, issues, path)
     if role == "assistant":
         conversation.n_assistant += 1
@@ -303,6 +308,7 @@ def check_messages(
     tool_names: set[str] | None = None,
     parallel_tool_calls: Any = None,
     conversation: Conversation | None = None,
+    request: bool = False,
 ) -> Conversation:
     """Check a messages array; `conversation` carries tool-call ids across (DPO input -> outputs)."""
     conversation = conversation or Conversation()
@@ -312,5 +318,7 @@ def check_messages(
     if not messages:
         issues.add("missing_messages_list", path, f"{path} is empty")
     for index, message in enumerate(messages):
-        check_message(message, issues, join_path(path, index), conversation, tool_names, parallel_tool_calls)
+        check_message(
+            message, issues, join_path(path, index), conversation, tool_names, parallel_tool_calls, request=request
+        )
     return conversation

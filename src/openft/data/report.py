@@ -90,6 +90,27 @@ class OpenAITokenCount(BaseModel):
     tokens_per_example: Distribution | None
 
 
+class ModerationFinding(BaseModel):
+    """One moderation finding (openft.data.moderation): the excerpt masks personal data and secrets."""
+
+    line: int | None
+    field: str | None
+    detector: str
+    category: str
+    excerpt: str
+    score: float
+    note: str = ""
+
+
+class ModerationSummary(BaseModel):
+    n_findings: int = 0
+    n_lines_flagged: int = 0
+    flagged_lines: list[int] = Field(default_factory=list)
+    by_detector: dict[str, int] = Field(default_factory=dict)
+    by_category: dict[str, int] = Field(default_factory=dict)
+    findings: list[ModerationFinding] = Field(default_factory=list)  # the first `max_issues`, in line order
+
+
 class ValidationReport(BaseModel):
     format: Literal["chat", "dpo", "completion"] | None = None
     ok: bool = False
@@ -101,6 +122,7 @@ class ValidationReport(BaseModel):
     warning_counts: dict[str, int] = Field(default_factory=dict)
     stats: Stats = Field(default_factory=Stats)
     openai_tokens: dict[str, OpenAITokenCount] = Field(default_factory=dict)
+    moderation: ModerationSummary | None = None  # None when moderation was not run
 
     def summary(self, max_chars: int = 500) -> str:
         """One line for File.status_details."""
@@ -110,6 +132,10 @@ class ValidationReport(BaseModel):
                 text += f", {self.stats.tokens_per_example.total:,} tokens"
             if self.n_warnings:
                 text += f", {self.n_warnings} warning{'s' * (self.n_warnings != 1)}"
+            if self.moderation and self.moderation.n_findings:
+                m = self.moderation
+                text += f", {m.n_findings} moderation finding{'s' * (m.n_findings != 1)} on {m.n_lines_flagged} line"
+                text += "s" * (m.n_lines_flagged != 1)
             return text + "."
         shown = "; ".join(str(error) for error in self.errors[:3])
         more = f" (and {self.n_errors - 3} more)" if self.n_errors > 3 else ""

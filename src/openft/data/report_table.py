@@ -64,12 +64,26 @@ def _stats_tables(report: ValidationReport) -> list[Table]:
     return [counts, per_example] if per_example.row_count else [counts]
 
 
+def _moderation_table(report: ValidationReport) -> Table:
+    m = report.moderation
+    shown = len(m.findings)
+    title = f"Moderation findings (first {shown} of {m.n_findings})" if m.n_findings > shown else "Moderation findings"
+    table = Table(title=title, title_style="magenta", title_justify="left", expand=False)
+    for column in ("line", "field", "detector", "category", "excerpt"):
+        table.add_column(column, overflow="fold", justify="right" if column == "line" else "left")
+    for f in m.findings:
+        table.add_row(str(f.line), Text(f.field or ""), f.detector, f.category, Text(f.excerpt))
+    return table
+
+
 def render_report(report: ValidationReport, console: Console) -> None:
     """Errors and warnings (line, code, field, message), then statistics, then a one-line verdict."""
     if report.errors:
         console.print(_problem_table("Errors", report.errors, report.n_errors, "red"))
     if report.warnings:
         console.print(_problem_table("Warnings", report.warnings, report.n_warnings, "yellow"))
+    if report.moderation and report.moderation.findings:
+        console.print(_moderation_table(report))
     for table in _stats_tables(report):
         console.print(table)
     verdict = "[green]OK[/green]" if report.ok else "[red]INVALID[/red]"

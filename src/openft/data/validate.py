@@ -82,6 +82,7 @@ class _Validator:
         openai_encodings: tuple[str, ...],
         min_examples: int,
         max_issues: int,
+        moderate: bool = True,
     ) -> None:
         self.tokenizer = tokenizer
         self.context_length = context_length
@@ -95,6 +96,11 @@ class _Validator:
         self.n_examples = 0
         self.first_detected: Format | None = None
         self.by_format = {fmt: _FormatStats() for fmt in FORMATS}
+        self.moderation = None
+        if moderate:  # personal data, secrets, harmful content (openft.data.moderation)
+            from openft.data.moderation import ModerationCollector
+
+            self.moderation = ModerationCollector(limit=max_issues)
 
     # --- per line -----------------------------------------------------------------------------------------
 
@@ -148,6 +154,8 @@ class _Validator:
         if not isinstance(example, dict):
             issues.add("data_type", None, f"each line must be a JSON object, got {type(example).__name__}")
             return _NOT_AN_EXAMPLE
+        if self.moderation is not None:
+            self.moderation.add_example(example, line)
         fmt = detect_format(example)
         if fmt is None:
             return _UNKNOWN_FORMAT
@@ -265,6 +273,7 @@ class _Validator:
             warning_counts=dict(sorted(self.warnings.counts.items())),
             stats=report_stats,
             openai_tokens=openai.result(),
+            moderation=self.moderation.result() if self.moderation is not None else None,
         )
 
 
@@ -293,6 +302,7 @@ def _validate(raw_lines: Iterable[RawLine], options: dict[str, Any]) -> Validati
         options.get("openai_encodings", OPENAI_ENCODINGS),
         options.get("min_examples", MIN_EXAMPLES),
         options.get("max_issues", DEFAULT_MAX_ISSUES),
+        options.get("moderate", True),
     )
     max_line_bytes = options.get("max_line_bytes", DEFAULT_MAX_LINE_BYTES)
     for raw in raw_lines:
@@ -310,10 +320,12 @@ def validate_lines(
     min_examples: int = MIN_EXAMPLES,
     max_issues: int = DEFAULT_MAX_ISSUES,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    moderate: bool = True,
 ) -> ValidationReport:
     """Validate an iterable of raw lines (bytes, with or without their newline). Each line is held only
     while it is checked. Pass `openai_encodings=()` to skip OpenAI token counting and `min_examples=1`
-    for a validation file (OpenAI's minimum of 10 applies to training files).
+    for a validation file (OpenAI's minimum of 10 applies to training files), `moderate=False` to skip the
+    moderation scan (personal data, secrets, harmful content; docs/moderation.md).
     """
     options = {
         "tokenizer": tokenizer,
@@ -322,6 +334,7 @@ def validate_lines(
         "openai_encodings": openai_encodings,
         "min_examples": min_examples,
         "max_issues": max_issues,
+        "moderate": moderate,
     }
     raw_lines = (RawLine(data if len(data) <= max_line_bytes else None, len(data)) for data in lines)
     return _validate(raw_lines, options)

@@ -3,7 +3,9 @@
 Each measured strategy is priced two ways: run locally (its measured latency x the local device price) and run
 on a hosted equivalent (its measured tokens x that model's price). Fine-tuned strategies also pay the one-time
 training cost: what the hosted provider would charge for the job's trained tokens, and the local compute of the
-job's measured training time.
+job's measured training time. Qualities are compared with paired tests on the shared items (evals.paired:
+McNemar for 0/1 scores, a paired bootstrap otherwise), so a cheaper strategy is not chosen when the better one is
+significantly better.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from openft.evals.paired import all_pairs
 from openft.pricing import (
     AdvisorInputs,
     LocalCompute,
+    PairedVerdict,
     Recommendation,
     StrategyMeasurement,
     UnknownModelPrice,
@@ -104,7 +108,19 @@ def training_run_from_results(results: dict[str, Any]) -> TrainingRun | None:
     return TrainingRun(int(recorded["trained_tokens"]), float(recorded["seconds"]), recorded.get("job_id"))
 
 
-def advisor_inputs(results: dict[str, Any], settings: AdviceSettings) -> AdvisorInputs:
+def paired_verdicts(comparisons: list[dict[str, Any]]) -> dict[tuple[str, str], PairedVerdict]:
+    """The paired tests (evals.paired.all_pairs) in the form the pricing advisor weighs them."""
+    return {
+        (c["a"], c["b"]): PairedVerdict(
+            c["method"], c["mean_difference"], c["p_value"], c["significant"], c["a_better"], c["b_better"]
+        )
+        for c in comparisons
+    }
+
+
+def advisor_inputs(
+    results: dict[str, Any], settings: AdviceSettings, comparisons: list[dict[str, Any]] | None = None
+) -> AdvisorInputs:
     run = settings.training or training_run_from_results(results)
     local = LocalCompute(settings.device, settings.n_devices, settings.concurrency, settings.price_per_device_hour)
     hosted_training = Decimal(0)
@@ -125,6 +141,7 @@ def advisor_inputs(results: dict[str, Any], settings: AdviceSettings) -> Advisor
         local=local,
         horizon_months=settings.horizon_months,
         days_per_month=settings.days_per_month,
+        paired=paired_verdicts(comparisons if comparisons is not None else all_pairs(results)),
     )
 
 
@@ -166,7 +183,8 @@ def advise(results: dict[str, Any], settings: AdviceSettings | None = None) -> d
     """Costs of every strategy (local and hosted), the one-time training cost, break-even volumes and the
     recommendation for each deployment, as JSON-ready numbers (USD as floats)."""
     settings = settings or AdviceSettings()
-    inputs = advisor_inputs(results, settings)
+    comparisons = all_pairs(results) if results.get("samples") else []
+    inputs = advisor_inputs(results, settings, comparisons)
     if not inputs.strategies:
         raise ValueError("no strategy answered any request; nothing to advise on")
     local = recommend(inputs, "local")
@@ -205,5 +223,6 @@ def advise(results: dict[str, Any], settings: AdviceSettings | None = None) -> d
             "local_cost": _money(inputs.local_training_cost),
         },
         "costs": costs,
+        "comparisons": comparisons,  # paired tests of every pair of strategies (evals.paired)
         "recommendations": recommendations,
     }

@@ -61,7 +61,11 @@ class OpenAIChat:
     def __init__(self, base_url: str | None, api_key: str, max_tokens: int = 256, timeout_s: float = 120.0) -> None:
         from openai import OpenAI
 
-        self.client = OpenAI(base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=2)
+        from openft.outbound import guarded_http_client
+
+        # The endpoint is user-supplied: every connection is checked against OPENFT_OUTBOUND_ALLOW (no SSRF).
+        self.client = OpenAI(base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=2,
+                             http_client=guarded_http_client())
         self.max_tokens = max_tokens
 
     def __call__(self, model: str, messages: list[dict[str, Any]], **params: Any) -> ChatReply:

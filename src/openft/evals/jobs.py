@@ -1,5 +1,8 @@
-"""Evaluation runs as durable jobs: created by the API/CLI, claimed atomically by any worker, run in the
-worker against in-process serving engines, results stored in the database."""
+"""Evaluation runs as durable queue work (kind `evaluation`): created by the API/CLI, leased by any worker,
+run in the worker's child process against serving engines loaded there, results stored in the database.
+
+An evaluation that runs out of memory takes down only its child, never the API server or the worker.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +11,16 @@ import time
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from openft.config import get_settings
 from openft.evals.chat import LocalChat, OpenAIChat
 from openft.evals.examples import load_examples
-from openft.evals.requests import CheckedRequest
+from openft.evals.queue_kind import EVALUATION
+from openft.evals.requests import CheckedRequest, reveal_api_keys
 from openft.evals.runner import EvalCancelled, EvalSettings, JudgeSettings, run_evaluation
+from openft.jobs import queue
+from openft.jobs.lease import Lease, LeaseLost
 from openft.store import jobs as job_store
 from openft.store.blobs import BlobStore
 from openft.store.db import session_scope
@@ -42,6 +48,7 @@ def create_run(session: Session, organization_id: str, checked: CheckedRequest) 
     )
     session.add(run)
     session.flush()
+    queue.enqueue(session, EVALUATION, run.id, organization_id)
     return run
 
 
@@ -58,55 +65,30 @@ def list_runs(session: Session, organization_id: str, *, after: str | None, limi
 
 
 def cancel_run(run: EvalRun) -> None:
+    """Cancel a queued or running evaluation; a worker running it stops its child at once."""
     run.status, run.finished_at = "cancelled", int(time.time())
+    queue.withdraw(object_session(run), run.id)
 
 
-def claim_next_run(session: Session, worker_id: str) -> str | None:
-    """Atomically move the oldest queued run to running for this worker (one conditional UPDATE)."""
-    candidates = session.scalars(
-        select(EvalRun.id).where(EvalRun.status == "queued").order_by(EvalRun.seq).limit(5)
-    ).all()
-    for run_id in candidates:
-        result = session.execute(
-            update(EvalRun)
-            .where(EvalRun.id == run_id, EvalRun.status == "queued")
-            .values(status="running", worker_id=worker_id, heartbeat_at=time.time(), started_at=int(time.time()))
-        )
-        if result.rowcount == 1:
-            session.commit()
-            return run_id
-    session.commit()
-    return None
-
-
-def requeue_stale_runs(session: Session, older_than_s: float) -> int:
-    """Runs whose worker stopped heart-beating (killed, machine lost) go back to the queue; they restart."""
-    result = session.execute(
-        update(EvalRun)
-        .where(EvalRun.status == "running", EvalRun.heartbeat_at < time.time() - older_than_s)
-        .values(status="queued", worker_id=None, progress={"completed": 0, "total": None})
-    )
-    return result.rowcount
-
-
-def claim_and_run_eval(worker_id: str) -> bool:
-    """The worker's hook: run one queued evaluation if there is one. True when it did work."""
-    with session_scope() as session:
-        requeue_stale_runs(session, get_settings().worker_stale_seconds)
-        run_id = claim_next_run(session, worker_id)
-    if run_id is None:
-        return False
-    execute_run(run_id, worker_id)
-    return True
-
-
-def _finish(run_id: str, worker_id: str, **values: Any) -> None:
-    with session_scope() as session:
+def _finish(lease: Lease, **values: Any) -> None:
+    with lease.session() as session:
         session.execute(
             update(EvalRun)
-            .where(EvalRun.id == run_id, EvalRun.status == "running", EvalRun.worker_id == worker_id)
+            .where(EvalRun.id == lease.subject_id, EvalRun.status == "running")
             .values(finished_at=int(time.time()), worker_id=None, **values)
         )
+        lease.finish(session)
+
+
+def run_crashed(lease: Lease, session: Session, exit_code: int) -> None:
+    """The worker's record of an evaluation process that died (out of memory, a segfault)."""
+    message = f"The evaluation process exited unexpectedly (exit code {exit_code}); see the worker's log."
+    session.execute(
+        update(EvalRun)
+        .where(EvalRun.id == lease.subject_id, EvalRun.status == "running")
+        .values(status="failed", finished_at=int(time.time()), worker_id=None,
+                error={"code": "eval_process_died", "message": message, "param": None})
+    )
 
 
 def _file_path(organization_id: str, file_id: str):
@@ -160,15 +142,15 @@ def training_record(organization_id: str, fine_tuned_models: list[str]) -> dict[
 class _Progress:
     """Writes progress and a heartbeat at most once a second, and reads whether the run was cancelled."""
 
-    def __init__(self, run_id: str) -> None:
-        self.run_id, self.last, self.cancelled = run_id, 0.0, False
+    def __init__(self, lease: Lease) -> None:
+        self.lease, self.run_id, self.last, self.cancelled = lease, lease.subject_id, 0.0, False
 
     def update(self, completed: int, total: int) -> None:
         now = time.monotonic()
         if now - self.last < PROGRESS_EVERY_S and completed < total:
             return
         self.last = now
-        with session_scope() as session:
+        with self.lease.session() as session:
             session.execute(
                 update(EvalRun)
                 .where(EvalRun.id == self.run_id)
@@ -180,9 +162,16 @@ class _Progress:
         return self.cancelled
 
 
-def execute_run(run_id: str, worker_id: str) -> None:
-    with session_scope() as session:
-        run = session.get(EvalRun, run_id)
+def execute_run(lease: Lease) -> int:
+    """The `evaluation` runner (in the queue's child process)."""
+    with lease.session() as session:
+        run = session.get(EvalRun, lease.subject_id)
+        if run is None or run.status not in ("queued", "running"):
+            lease.finish(session)
+            return 0
+        # A run taken over from a worker that stopped responding starts again from the beginning.
+        run.status, run.worker_id = "running", lease.holder
+        run.started_at, run.progress = int(time.time()), {"completed": 0, "total": None}
         organization_id, config = run.organization_id, dict(run.config)
     # Imported here: the serving engine pulls in torch, which creating or listing runs never needs.
     from openft.evals.local_models import LocalModels
@@ -191,8 +180,9 @@ def execute_run(run_id: str, worker_id: str) -> None:
     models = LocalModels(organization_id)
 
     chat = LocalChat(LocalBackend(models.route), max_tokens=config.get("max_tokens", 256))
-    progress = _Progress(run_id)
+    progress = _Progress(lease)
     try:
+        config = reveal_api_keys(config)  # stored encrypted (or named as a server variable); see evals/requests.py
         examples = load_examples(_file_path(organization_id, config["eval_file"]), config.get("max_examples"))
         train = load_examples(_file_path(organization_id, config["training_file"])) if config["training_file"] else []
         external = config.get("external")
@@ -208,15 +198,18 @@ def execute_run(run_id: str, worker_id: str) -> None:
             should_stop=progress.should_stop,
         )
         results["training"] = training_record(organization_id, config.get("fine_tuned_models") or [])
-        _finish(run_id, worker_id, status="succeeded", results=results)
+        _finish(lease, status="succeeded", results=results)
     except EvalCancelled:
-        log.info("evaluation %s cancelled", run_id)
+        log.info("evaluation %s cancelled", lease.subject_id)
+    except LeaseLost:
+        raise
     except Exception as exc:
-        log.exception("evaluation %s failed", run_id)
-        _finish(run_id, worker_id, status="failed", error={"code": "eval_failed", "message": str(exc), "param": None})
+        log.exception("evaluation %s failed", lease.subject_id)
+        _finish(lease, status="failed", error={"code": "eval_failed", "message": str(exc), "param": None})
     finally:
         chat.close()
         models.close()
+    return 0
 
 
 def _judge_chat(judge: dict[str, Any] | None, local_chat: LocalChat):

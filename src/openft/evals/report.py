@@ -7,6 +7,7 @@ from string import Template
 from typing import Any
 
 from openft.evals import plots
+from openft.evals.paired import best_vs_others
 from openft.evals.report_template import HTML_TEMPLATE
 
 FORMATS = ("json", "md", "html")
@@ -155,12 +156,70 @@ def to_markdown(report: dict[str, Any]) -> str:
                     volume = b["requests_per_month"]
                     when = "never (not cheaper per request)" if volume is None else f"{volume:,.0f} requests/month"
                     out.append(f"- {deployment}: {b['fine_tuned']} vs {b['baseline']}: {when}")
+    out += _markdown_comparisons(results)
     out += ["", "## Sample predictions", ""]
     for sample in results["samples"][:5]:
         out.append(f"- **input:** {sample['input'][:200]!r} — **reference:** {sample['reference'][:200]!r}")
         for name, pred in sample["predictions"].items():
             out.append(f"  - {name}: {pred['text'][:200]!r}")
     return "\n".join(out) + "\n"
+
+
+def comparison_verdict(c: dict[str, Any]) -> str:
+    """One sentence: is the better-scoring strategy of the pair significantly better (paired test)?"""
+    a, b = c["a"], c["b"]
+    test = "paired bootstrap" if c["method"] == "paired-bootstrap" else c["method"].replace("mcnemar-", "McNemar, ")
+    if c["mean_difference"] == 0:
+        word = f"{a} and {b} score the same"
+    elif c["significant"]:
+        better, worse = (a, b) if c["mean_difference"] > 0 else (b, a)
+        word = f"{better} is significantly better than {worse}"
+    else:
+        word = f"{a} and {b} differ by {c['mean_difference']:+.3f}, not significantly"
+    return (
+        f"{word} ({test}, p = {c['p_value']:.3g}, {c['n']} paired items; difference {c['mean_difference']:+.3f} "
+        f"[{c['low']:+.3f}, {c['high']:+.3f}]). {a} alone right on {c['n_a_only']} items, {b} alone on "
+        f"{c['n_b_only']} (right: {c['right_rule']})."
+    )
+
+
+def _flip_rows(c: dict[str, Any], key: str) -> list[list[str]]:
+    return [
+        [str(f["item"]), f["input"][:300], f["reference"][:300], f[c["a"]]["text"][:300], f[c["b"]]["text"][:300]]
+        for f in c[key]
+    ]
+
+
+def _markdown_comparisons(results: dict[str, Any]) -> list[str]:
+    comparisons = best_vs_others(results)
+    if not comparisons:
+        return []
+    out = ["", "## Paired comparisons (same items)", ""]
+    for c in comparisons:
+        out += [f"### {c['a']} vs {c['b']}", "", comparison_verdict(c)]
+        for key, right, wrong in (("a_only", c["a"], c["b"]), ("b_only", c["b"], c["a"])):
+            if c[key]:
+                header = ["item", "input", "reference", c["a"], c["b"]]
+                out += ["", f"Items {right} gets right and {wrong} misses:", "", _md_table(header, _flip_rows(c, key))]
+        out.append("")
+    return out
+
+
+def _html_comparisons(results: dict[str, Any]) -> str:
+    comparisons = best_vs_others(results)
+    if not comparisons:
+        return ""
+    parts = ["<h2>Paired comparisons (same items)</h2>"]
+    for c in comparisons:
+        parts.append(f'<section class="comparison"><h3>{escape(c["a"])} vs {escape(c["b"])}</h3>')
+        parts.append(f"<p>{escape(comparison_verdict(c))}</p>")
+        for key, right, wrong in (("a_only", c["a"], c["b"]), ("b_only", c["b"], c["a"])):
+            if c[key]:
+                header = ["item", "input", "reference", c["a"], c["b"]]
+                parts.append(f"<p>Items {escape(right)} gets right and {escape(wrong)} misses:</p>")
+                parts.append(_html_table(header, _flip_rows(c, key), "flips"))
+        parts.append("</section>")
+    return "".join(parts)
 
 
 def _html_table(header: list[str], rows: list[list[str]], css_class: str) -> str:
@@ -249,6 +308,7 @@ def to_html(report: dict[str, Any]) -> str:
         strategies=_html_table(strategy_header(report), strategy_rows(report), "strategies"),
         plots="".join(f'<figure class="chart">{svg}</figure>' for svg in report_plots(report)),
         costs=costs,
+        comparisons=_html_comparisons(results),
         samples=_html_table(["input", "reference", *results["ranking"]], samples, "samples"),
     )
 

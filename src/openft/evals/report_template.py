@@ -14,6 +14,7 @@ HTML_TEMPLATE = """<!DOCTYPE html>
   table { border-collapse: collapse; margin: 8px 0; font-size: 13px; }
   th, td { border: 1px solid #d0d0d5; padding: 4px 8px; text-align: left; vertical-align: top; }
   th { background: #f2f2f5; }
+  table.flips td { max-width: 320px; white-space: pre-wrap; word-break: break-word; }
   table.samples td { max-width: 260px; white-space: pre-wrap; word-break: break-word; }
   .headline { font-weight: 600; font-size: 15px; }
   .recommendation { background: #f6f8ff; border-left: 4px solid #4269d0; padding: 4px 16px; margin: 12px 0; }
@@ -34,6 +35,7 @@ $strategies
 <h2>Plots</h2>
 <div class="charts">$plots</div>
 $costs
+$comparisons
 <h2>Sample predictions</h2>
 $samples
 </body>

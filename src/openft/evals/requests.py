@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,9 +15,12 @@ from openft.evals.examples import EvalDataError, load_examples
 from openft.evals.runner import JUDGE_METRIC, known_metrics
 from openft.evals.strategies import KINDS
 from openft.models.registry import ModelNotFound, get_base_model
+from openft.outbound import OutboundRefused, check_url
 from openft.store import files as file_store
 from openft.store import jobs as job_store
 from openft.store.blobs import BlobStore
+from openft.store.quotas import check_active_jobs
+from openft.store.secrets import SecretError, seal, unseal
 
 EVAL_FILE_PURPOSES = ("fine-tune", "evals")
 MAX_K = 32
@@ -62,16 +68,95 @@ def _str_list(body: dict[str, Any], name: str) -> list[str] | None:
     return value
 
 
+# The server-side environment variables a caller may name instead of sending a key ("api_key_env"):
+# only this prefix, so a request can never make openft send one of its own secrets to an endpoint.
+KEY_ENV_PATTERN = re.compile(r"^OPENFT_OUTBOUND_KEY_[A-Z0-9_]{1,64}$")
+ENDPOINTS = ("external", "judge")
+
+
 def _endpoint(body: dict[str, Any], name: str, required: tuple[str, ...]) -> dict[str, Any] | None:
+    """An external endpoint or judge: its URL checked against the outbound allow-list, its API key
+    encrypted for storage, or named as a server environment variable so that it is not stored at all."""
     value = body.get(name)
     if value is None:
         return None
     if not isinstance(value, dict):
         raise EvalRequestError(f"'{name}' must be an object.", name)
+    key_env = value.get("api_key_env")
     for key in required:
+        if key == "api_key" and key_env is not None:
+            continue
         if not isinstance(value.get(key), str) or not value[key]:
             raise EvalRequestError(f"Missing required parameter: '{name}.{key}'.", f"{name}.{key}")
+    value = dict(value)
+    if value.get("base_url") is not None:
+        if not isinstance(value["base_url"], str):
+            raise EvalRequestError(f"'{name}.base_url' must be a URL.", f"{name}.base_url")
+        try:
+            check_url(value["base_url"])
+        except OutboundRefused as exc:
+            raise EvalRequestError(f"Invalid '{name}.base_url': {exc}", f"{name}.base_url", "url_not_allowed") from None
+    if key_env is not None:
+        if value.get("api_key") is not None:
+            raise EvalRequestError(f"Send '{name}.api_key' or '{name}.api_key_env', not both.", f"{name}.api_key_env")
+        if not isinstance(key_env, str) or not KEY_ENV_PATTERN.match(key_env):
+            raise EvalRequestError(
+                f"'{name}.api_key_env' must name a server environment variable starting with OPENFT_OUTBOUND_KEY_.",
+                f"{name}.api_key_env",
+            )
+        if not os.environ.get(key_env):
+            raise EvalRequestError(
+                f"The environment variable {key_env} named by '{name}.api_key_env' is not set on the server.",
+                f"{name}.api_key_env",
+            )
+    elif value.get("api_key") is not None:
+        if not isinstance(value["api_key"], str):
+            raise EvalRequestError(f"'{name}.api_key' must be a string.", f"{name}.api_key")
+        value["api_key"] = seal(value["api_key"])  # stored encrypted with the server's secret
     return value
+
+
+def endpoint_api_key(endpoint: dict[str, Any], name: str) -> str | None:
+    """The plain API key of a stored endpoint, for the worker that calls it (never for an API answer)."""
+    if endpoint.get("api_key_env"):
+        key = os.environ.get(endpoint["api_key_env"])
+        if not key:
+            raise SecretError(f"'{name}.api_key_env' names {endpoint['api_key_env']}, which is not set on this worker.")
+        return key
+    stored = endpoint.get("api_key")
+    return unseal(stored) if stored else None
+
+
+def reveal_api_keys(config: dict[str, Any]) -> dict[str, Any]:
+    """A run's configuration with its endpoints' keys in plain text, for the worker only."""
+    revealed = dict(config)
+    for name in ENDPOINTS:
+        endpoint = revealed.get(name)
+        if endpoint:
+            revealed[name] = {**endpoint, "api_key": endpoint_api_key(endpoint, name)}
+    return revealed
+
+
+def _check_judge_model(session: Session, organization_id: str, judge: dict[str, Any]) -> None:
+    """A judge without a base_url runs on this server: its model must be a base model or one of the caller's."""
+    if judge.get("base_url"):
+        return
+    name = judge["model"]
+    try:
+        get_base_model(name)
+        return
+    except ModelNotFound:
+        pass
+    if (
+        job_store.get_fine_tuned_model(session, organization_id, name) is None
+        and job_store.get_checkpoint_by_model(session, organization_id, name) is None
+    ):
+        raise EvalRequestError(
+            f"The judge model `{name}` does not exist or you do not have access to it. Give a base model, one of "
+            "your fine-tuned models, or a 'judge.base_url' for a hosted judge.",
+            "judge.model",
+            "model_not_found",
+        )
 
 
 @dataclass
@@ -128,6 +213,8 @@ def check_request(session: Session, organization_id: str, body: dict[str, Any]) 
     judge = _endpoint(body, "judge", ("model",))
     if judge is not None and judge.get("mode", "graded") not in ("graded", "pairwise"):
         raise EvalRequestError("'judge.mode' must be 'graded' or 'pairwise'.", "judge.mode")
+    if judge is not None:
+        _check_judge_model(session, organization_id, judge)
 
     strategies = _str_list(body, "strategies")
     if strategies is None:
@@ -166,6 +253,7 @@ def check_request(session: Session, organization_id: str, body: dict[str, Any]) 
         not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values())
     ):
         raise EvalRequestError("'metadata' must be an object of string values.", "metadata")
+    check_active_jobs(session, organization_id)  # QuotaExceeded: answered 429 naming OPENFT_MAX_ACTIVE_JOBS
 
     config = {
         "eval_file": body["eval_file"],
@@ -188,7 +276,7 @@ def check_request(session: Session, organization_id: str, body: dict[str, Any]) 
 def public_config(config: dict[str, Any]) -> dict[str, Any]:
     """The configuration as shown to users: API keys are never sent back."""
     shown = dict(config)
-    for name in ("external", "judge"):
+    for name in ENDPOINTS:
         if shown.get(name) and shown[name].get("api_key"):
             shown[name] = {**shown[name], "api_key": "***"}
     return shown
@@ -200,9 +288,11 @@ def _number(params: dict[str, Any], name: str, default: float | None, *, positiv
         return None
     try:
         number = float(value)
-    except (TypeError, ValueError):
-        raise EvalRequestError(f"'{name}' must be a number, got {value!r}.", name) from None
-    if number < 0 or (positive and number == 0) or number != number:
+    except (TypeError, ValueError, OverflowError):  # OverflowError: a 400-digit integer
+        raise EvalRequestError(f"'{name}' must be a number, got {str(value)[:40]!r}.", name) from None
+    if not math.isfinite(number):  # "inf", 1e400: the advice would hold Infinity, which JSON cannot carry
+        raise EvalRequestError(f"'{name}' must be a finite number, got {str(value)[:40]!r}.", name)
+    if number < 0 or (positive and number == 0):
         raise EvalRequestError(f"'{name}' must be {'positive' if positive else 'non-negative'}, got {value!r}.", name)
     return number
 

@@ -196,3 +196,78 @@ def paired_comparison(
         sign_test_p_value(wins, losses),
         confidence,
     )
+
+
+# McNemar's chi-square (with continuity correction) is a fine approximation once there are enough discordant
+# pairs; below this the exact binomial test is used (the usual rule of thumb is 25).
+EXACT_MCNEMAR_BELOW = 25
+
+
+def mcnemar_p_value(a_only: int, b_only: int) -> tuple[float, str]:
+    """Two-sided McNemar test on the discordant pairs: (p-value, "exact" | "chi-square").
+
+    a_only: items A gets right and B misses; b_only: the reverse. Under "no difference" each discordant item is a
+    fair coin, so for few discordant items the exact binomial test is used (the sign test above).
+    """
+    n = a_only + b_only
+    if n < EXACT_MCNEMAR_BELOW:
+        return sign_test_p_value(a_only, b_only), "exact"
+    statistic = (abs(a_only - b_only) - 1) ** 2 / n
+    return math.erfc(math.sqrt(statistic / 2)), "chi-square"  # survival function of chi-square with 1 df
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """Does A score differently from B on the same items? McNemar for 0/1 scores, a paired bootstrap otherwise."""
+
+    method: str  # "mcnemar-exact" | "mcnemar-chi-square" | "paired-bootstrap"
+    mean_difference: float  # mean(A) - mean(B)
+    low: float  # confidence interval of the mean difference (paired bootstrap)
+    high: float
+    p_value: float
+    n: int
+    a_better: int  # items where A scores higher (binary: A right, B wrong)
+    b_better: int
+    alpha: float
+
+    @property
+    def significant(self) -> bool:
+        return self.p_value < self.alpha
+
+
+def paired_bootstrap_p_value(diffs: Sequence[float], *, seed: int = 0, n_resamples: int = 2000) -> float:
+    """Two-sided bootstrap p-value of "mean difference = 0": resample the centred differences (null imposed)."""
+    observed = abs(fmean(diffs))
+    if observed == 0:
+        return 1.0
+    centred = [d - fmean(diffs) for d in diffs]
+    rng = random.Random(seed)
+    n = len(diffs)
+    extreme = sum(abs(fmean(rng.choices(centred, k=n))) >= observed for _ in range(n_resamples))
+    return (extreme + 1) / (n_resamples + 1)
+
+
+def paired_test(
+    a: Sequence[float],
+    b: Sequence[float],
+    *,
+    alpha: float = 0.05,
+    seed: int = 0,
+    n_resamples: int = 2000,
+) -> PairedTest:
+    """Paired test of two strategies scored on the same items (see PairedTest)."""
+    if len(a) != len(b):
+        raise ValueError(f"paired scores need equal lengths, got {len(a)} and {len(b)}")
+    if not a:
+        raise ValueError("paired_test needs at least one pair")
+    a, b = [float(x) for x in a], [float(y) for y in b]
+    diffs = [x - y for x, y in zip(a, b, strict=True)]
+    low, high = bootstrap_interval(diffs, 1 - alpha, seed=seed, n_resamples=n_resamples)
+    a_better = sum(d > 0 for d in diffs)
+    b_better = sum(d < 0 for d in diffs)
+    if is_binary(a) and is_binary(b):
+        p_value, kind = mcnemar_p_value(a_better, b_better)
+        method = f"mcnemar-{kind}"
+    else:
+        p_value, method = paired_bootstrap_p_value(diffs, seed=seed, n_resamples=n_resamples), "paired-bootstrap"
+    return PairedTest(method, fmean(diffs), low, high, p_value, len(diffs), a_better, b_better, alpha)

@@ -35,6 +35,32 @@ class StrategyMeasurement:
 
 
 @dataclass(frozen=True)
+class PairedVerdict:
+    """A paired test of strategy A against B on the same items (computed by openft.evals.stats.paired_test)."""
+
+    method: str  # "mcnemar-exact" | "mcnemar-chi-square" | "paired-bootstrap"
+    mean_difference: float  # quality of A minus quality of B
+    p_value: float
+    significant: bool
+    a_better: int  # items where A scores higher (0/1 scores: A right and B wrong)
+    b_better: int
+
+    def reversed(self) -> PairedVerdict:
+        return PairedVerdict(
+            self.method, -self.mean_difference, self.p_value, self.significant, self.b_better, self.a_better
+        )
+
+    def describe(self, a: str, b: str) -> str:
+        test = {"paired-bootstrap": "paired bootstrap"}.get(self.method, self.method.replace("mcnemar-", "McNemar, "))
+        counts = (
+            f"{a} right on {self.a_better} items {b} misses, {b} right on {self.b_better} {a} misses"
+            if self.method.startswith("mcnemar")
+            else f"{a} higher on {self.a_better} items, {b} higher on {self.b_better}"
+        )
+        return f"{test}, p = {self.p_value:.3g}; {counts}"
+
+
+@dataclass(frozen=True)
 class LocalCompute:
     """The machine local strategies run on."""
 
@@ -53,10 +79,20 @@ class AdvisorInputs:
     local: LocalCompute = field(default_factory=LocalCompute)
     horizon_months: float = 12.0
     days_per_month: float = 30.0
+    # Paired tests keyed (A, B); either orientation may be given. Without one, qualities are compared by CI.
+    paired: dict[tuple[str, str], PairedVerdict] = field(default_factory=dict)
 
     @property
     def requests_per_month(self) -> Decimal:
         return _dec(self.requests_per_day) * _dec(self.days_per_month)
+
+    def verdict(self, a: str, b: str) -> PairedVerdict | None:
+        """The paired test of A against B (A minus B), if one was given."""
+        if (a, b) in self.paired:
+            return self.paired[(a, b)]
+        if (b, a) in self.paired:
+            return self.paired[(b, a)].reversed()
+        return None
 
 
 @dataclass(frozen=True)
@@ -189,10 +225,19 @@ def _quality(s: StrategyMeasurement) -> str:
     return f"{s.quality:.3f}{ci}"
 
 
-def matches_best(candidate: StrategyMeasurement, best: StrategyMeasurement) -> bool:
-    """Quality indistinguishable from the best: the candidate's mean lies inside the best's CI."""
+def matches_best(
+    candidate: StrategyMeasurement, best: StrategyMeasurement, verdict: PairedVerdict | None = None
+) -> bool:
+    """Quality indistinguishable from the best: the candidate's mean lies inside the best's CI and, when a paired
+    test of best against candidate on the same items is given, that test does not find the best significantly
+    better (overlapping intervals alone miss differences that a paired test finds).
+    """
+    if candidate is best:
+        return True
     floor = best.quality_ci[0] if best.quality_ci else best.quality
-    return candidate.quality >= floor
+    if candidate.quality < floor:
+        return False
+    return verdict is None or not (verdict.significant and verdict.mean_difference > 0)
 
 
 def recommend(inputs: AdvisorInputs, deployment: Deployment = "local") -> Recommendation:
@@ -203,7 +248,11 @@ def recommend(inputs: AdvisorInputs, deployment: Deployment = "local") -> Recomm
     if not priced:
         raise ValueError(f"no strategy can be priced for deployment={deployment!r} (no hosted_model given)")
     best = max(priced, key=lambda c: c.strategy.quality).strategy
-    contenders = [c for c in priced if matches_best(c.strategy, best)]
+
+    def matches(s: StrategyMeasurement) -> bool:
+        return matches_best(s, best, inputs.verdict(best.name, s.name))
+
+    contenders = [c for c in priced if matches(c.strategy)]
     # Cheapest first; on a tie prefer prompting (nothing to train or maintain), then higher quality.
     chosen = min(
         contenders, key=lambda c: (c.line(deployment).over_horizon, c.strategy.fine_tuned, -c.strategy.quality)
@@ -216,15 +265,17 @@ def recommend(inputs: AdvisorInputs, deployment: Deployment = "local") -> Recomm
         + (f" including {usd(line.one_time)} training" if line.one_time else "")
         + f" ({deployment})."
     ]
-    if pick is not best:
-        reasons.append(f"The best score is {best.name}'s {_quality(best)}; {pick.name} is within its CI and cheaper.")
-    if best.quality_ci is None:
+    reasons.extend(_significance_reasons(inputs, priced, pick, best))
+    if best.quality_ci is None and not inputs.paired:
         reasons.append("No confidence interval given for the best strategy: qualities were compared on means.")
     for other in priced:
         o = other.strategy
         if o is pick or o is best:
             continue
-        verdict = "matches the best quality but costs more" if matches_best(o, best) else "scores lower"
+        verdict = "matches the best quality but costs more" if matches(o) else "scores lower"
+        paired = inputs.verdict(best.name, o.name)
+        if paired is not None and paired.significant and paired.mean_difference > 0:
+            verdict = f"scores significantly lower than {best.name} ({paired.describe(best.name, o.name)})"
         reasons.append(
             f"{o.name} {verdict}: {_quality(o)}, {usd(other.line(deployment).over_horizon)} over the horizon."
         )
@@ -233,11 +284,51 @@ def recommend(inputs: AdvisorInputs, deployment: Deployment = "local") -> Recomm
     fine_tuned = [c.strategy for c in priced if c.strategy.fine_tuned]
     if pick.fine_tuned:
         headline = f"Fine-tune: use {pick.name} ({deployment})."
+    elif fine_tuned and pick is best and all(_significantly_better(inputs, pick, f) for f in fine_tuned):
+        headline = (
+            f"Prompting is better here: use {pick.name} ({deployment}); it scores significantly higher than "
+            "the fine-tuned model on the same items."
+        )
     elif fine_tuned:
         headline = f"Prompting is enough here: use {pick.name} ({deployment}); fine-tuning does not pay off."
     else:
         headline = f"Use {pick.name} ({deployment})."
     return Recommendation(pick.name, deployment, headline, reasons, costs, pairs)
+
+
+def _significantly_better(inputs: AdvisorInputs, a: StrategyMeasurement, b: StrategyMeasurement) -> bool:
+    verdict = inputs.verdict(a.name, b.name)
+    return verdict is not None and verdict.significant and verdict.mean_difference > 0
+
+
+def _significance_reasons(
+    inputs: AdvisorInputs, priced: list[StrategyCosts], pick: StrategyMeasurement, best: StrategyMeasurement
+) -> list[str]:
+    """Whether the better-scoring strategy is significantly better, by the paired test where there is one."""
+    if pick is not best:
+        paired = inputs.verdict(best.name, pick.name)
+        if paired is None:
+            return [f"The best score is {best.name}'s {_quality(best)}; {pick.name} is within its CI and cheaper."]
+        return [
+            f"The best score is {best.name}'s {_quality(best)}; {pick.name} is within its CI, the paired test "
+            f"finds no significant difference ({paired.describe(best.name, pick.name)}), and {pick.name} is cheaper."
+        ]
+    others = [c.strategy for c in priced if c.strategy is not best]
+    if not others:
+        return []
+    runner_up = max(others, key=lambda s: s.quality)
+    paired = inputs.verdict(best.name, runner_up.name)
+    if paired is None:
+        return []
+    if paired.significant and paired.mean_difference > 0:
+        return [
+            f"{best.name} is significantly better than the next best, {runner_up.name} "
+            f"({_quality(runner_up)}; {paired.describe(best.name, runner_up.name)})."
+        ]
+    return [
+        f"{best.name} scores higher than {runner_up.name} ({_quality(runner_up)}) but not significantly "
+        f"({paired.describe(best.name, runner_up.name)})."
+    ]
 
 
 def _break_even_reasons(pairs: list[BreakEven], pick: StrategyMeasurement, inputs: AdvisorInputs) -> list[str]:

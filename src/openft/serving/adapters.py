@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -12,12 +14,26 @@ from pathlib import Path
 from peft import PeftModel
 from transformers import PreTrainedModel
 
-from openft.serving.types import BASE_ADAPTER, AdapterNotFound
+from openft.serving.types import BASE_ADAPTER, AdapterNotFound, EngineOverloaded
 
 log = logging.getLogger(__name__)
 
 AdapterResolver = Callable[[str], Path]
 """Maps an adapter key (a fine-tuned model name) to a PEFT adapter folder; raises AdapterNotFound."""
+
+
+DEFAULT_MAX_ADAPTER_BYTES = 2 << 30
+
+
+def max_adapter_bytes_from_env() -> int:
+    """``OPENFT_SERVING_MAX_ADAPTER_BYTES``: adapter weights one engine keeps loaded (default 2 GiB)."""
+    raw = os.environ.get("OPENFT_SERVING_MAX_ADAPTER_BYTES", "").strip()
+    return int(raw) if raw else DEFAULT_MAX_ADAPTER_BYTES
+
+
+def adapter_file_bytes(folder: Path) -> int:
+    files = [*folder.glob("adapter_model*.safetensors"), *folder.glob("adapter_model*.bin")]
+    return sum(f.stat().st_size for f in files)
 
 
 def peft_adapter_name(key: str) -> str:
@@ -26,15 +42,28 @@ def peft_adapter_name(key: str) -> str:
 
 
 class AdapterCache:
-    """Loads adapters on demand, keeps at most ``capacity`` idle ones, never evicts one a request is using.
+    """Loads adapters on demand and keeps at most ``capacity`` of them and ``max_bytes`` of their weights,
+    evicting the least recently used idle ones; never evicts one a request is using (those may overshoot the
+    caps until they finish).
 
-    Not thread-safe: only the engine's model thread calls it.
+    Only the engine's model thread loads and evicts. ``request_unload`` (a deleted model) is the one method
+    other threads call: the adapter is dropped at the engine's next step, or refused right away if asked for.
     """
 
-    def __init__(self, base_model: PreTrainedModel, resolver: AdapterResolver | None, capacity: int) -> None:
+    def __init__(
+        self,
+        base_model: PreTrainedModel,
+        resolver: AdapterResolver | None,
+        capacity: int,
+        max_bytes: int | None = None,
+    ) -> None:
         self._base_model = base_model
         self._resolver = resolver
         self.capacity = capacity
+        self.max_bytes = max_adapter_bytes_from_env() if max_bytes is None else max_bytes
+        self._bytes: dict[str, int] = {}
+        self._doomed: set[str] = set()
+        self._doomed_lock = threading.Lock()
         self.model: PreTrainedModel | PeftModel = base_model
         self._loaded: OrderedDict[str, str] = OrderedDict()  # key -> PEFT name, least recently used first
         self._in_use: dict[str, int] = {}
@@ -63,8 +92,24 @@ class AdapterCache:
     def loaded_names(self) -> list[str]:
         return list(self._loaded.values())
 
+    @property
+    def loaded_bytes(self) -> int:
+        return sum(self._bytes.values())
+
+    def request_unload(self, key: str) -> bool:
+        """Thread-safe: drop ``key`` (its model was deleted) once no request uses it. True if it is loaded."""
+        with self._doomed_lock:
+            self._doomed.add(key)
+        return key in self._loaded
+
+    def _take_doomed(self) -> set[str]:
+        with self._doomed_lock:
+            doomed, self._doomed = self._doomed, set()
+        return doomed
+
     def acquire(self, key: str | None) -> str:
         """PEFT adapter name for ``key`` (loading it if needed), pinned until ``release``."""
+        self._drop_doomed()
         if key is None:
             return BASE_ADAPTER
         if key in self._loaded:
@@ -72,6 +117,7 @@ class AdapterCache:
         else:
             self._load(key)
         self._in_use[key] = self._in_use.get(key, 0) + 1
+        self._evict_idle()  # after pinning, so the adapter just loaded is never the one evicted
         return self._loaded[key]
 
     def release(self, key: str | None) -> None:
@@ -84,8 +130,23 @@ class AdapterCache:
             self._in_use.pop(key, None)
         self._evict_idle()
 
+    def _drop_doomed(self) -> None:
+        doomed = self._take_doomed()
+        for key in doomed:
+            if key in self._in_use:  # still answering: try again at the next step
+                with self._doomed_lock:
+                    self._doomed.add(key)
+            elif key in self._loaded:
+                self._delete(key)
+
     def _load(self, key: str) -> None:
         path = self.resolve(key)
+        size = adapter_file_bytes(path)
+        if size > self.max_bytes:
+            raise EngineOverloaded(
+                f"adapter {key!r} has {size} bytes of weights, more than this engine's adapter cap of "
+                f"{self.max_bytes} bytes (OPENFT_SERVING_MAX_ADAPTER_BYTES)"
+            )
         name = peft_adapter_name(key)
         if isinstance(self.model, PeftModel):
             self.model.load_adapter(str(path), adapter_name=name, is_trainable=False)
@@ -93,20 +154,33 @@ class AdapterCache:
             self.model = PeftModel.from_pretrained(self._base_model, str(path), adapter_name=name)
         self.model.eval()
         self._loaded[key] = name
+        self._bytes[key] = self._measure(name) or size
         self.version += 1
         self.loads += 1
         log.info("loaded adapter %s from %s", key, path)
-        self._evict_idle()
+
+    def _measure(self, name: str) -> int:
+        marker = f".{name}."
+        return sum(p.numel() * p.element_size() for n, p in self.model.named_parameters() if marker in n)
 
     def _evict_idle(self) -> None:
+        self._drop_doomed()
         for key in list(self._loaded):
-            if len(self._loaded) <= self.capacity:
+            if len(self._loaded) <= self.capacity and self.loaded_bytes <= self.max_bytes:
                 return
             if key in self._in_use:
                 continue
-            name = self._loaded.pop(key)
-            assert isinstance(self.model, PeftModel)
-            self.model.delete_adapter(name)
+            self._delete(key)
             self.evictions += 1
-            self.version += 1
-            log.info("evicted adapter %s", key)
+
+    def _delete(self, key: str) -> None:
+        name = self._loaded.pop(key)
+        self._bytes.pop(key, None)
+        assert isinstance(self.model, PeftModel)
+        if self._loaded:
+            self.model.delete_adapter(name)
+        else:  # PEFT cannot run with no adapter left: strip the LoRA layers, back to the plain base model
+            self.model = self.model.unload()
+            self._base_model = self.model
+        self.version += 1
+        log.info("unloaded adapter %s", key)

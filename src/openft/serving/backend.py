@@ -7,14 +7,20 @@ so the local engine and a remote vLLM server are interchangeable behind ``Servin
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from openft import __version__
 from openft.models.chat_template import encode_prompt, parse_assistant_output, stop_token_ids
+from openft.serving import completions
+from openft.serving.completions import CompletionPlan
+from openft.serving.detokenize import token_bytes
 from openft.serving.engine import Engine
+from openft.serving.grammar_request import chat_grammar
 from openft.serving.types import GenerationRequest, TokenEvent
 
 
@@ -50,7 +56,6 @@ def _stop_list(stop: str | list[str] | None) -> list[str]:
 def request_from_body(body: dict[str, Any], prompt_ids: list[int], adapter: str | None, stop_ids: list[int]):
     """Map OpenAI sampling parameters onto a GenerationRequest (OpenAI defaults: temperature 1, top_p 1)."""
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or 256
-    response_format = body.get("response_format") or {}
     logprobs = body.get("logprobs")
     top_logprobs = body.get("top_logprobs") or (logprobs if isinstance(logprobs, int) and logprobs > 1 else 0)
     return GenerationRequest(
@@ -64,7 +69,7 @@ def request_from_body(body: dict[str, Any], prompt_ids: list[int], adapter: str 
         seed=body.get("seed"),
         logprobs=bool(logprobs),
         top_logprobs=int(top_logprobs or 0),
-        json_mode=response_format.get("type") in ("json_object", "json_schema"),
+        grammar=chat_grammar(body),  # response_format / tools / tool_choice / parallel_tool_calls
     )
 
 
@@ -74,13 +79,28 @@ def _seeded(request: GenerationRequest, index: int) -> GenerationRequest:
     return GenerationRequest(**{**vars(request), "seed": request.seed + index})
 
 
-def _token_logprob(event: TokenEvent, text_of: Callable[[int], str]) -> dict[str, Any]:
-    def entry(token: str, logprob: float) -> dict[str, Any]:
-        return {"token": token, "logprob": logprob, "bytes": list(token.encode("utf-8"))}
+def _token_logprob(event: TokenEvent, text_of: Callable[[int], str],
+                   bytes_of: Callable[[int], bytes] | None = None) -> dict[str, Any]:
+    """Chat's logprobs entry; ``bytes`` are the token's own bytes (part of a character for some tokens)."""
+    def entry(token_id: int, token: str, logprob: float) -> dict[str, Any]:
+        raw = bytes_of(token_id) if bytes_of is not None else token.encode("utf-8")
+        return {"token": token, "logprob": logprob, "bytes": list(raw)}
 
-    out = entry(text_of(event.token_id), event.logprob)
-    out["top_logprobs"] = [entry(t.token, t.logprob) for t in (event.top_logprobs or [])]
+    out = entry(event.token_id, text_of(event.token_id), event.logprob)
+    out["top_logprobs"] = [entry(t.token_id, t.token, t.logprob) for t in (event.top_logprobs or [])]
     return out
+
+
+def _bytes_of(route: ModelRoute) -> Callable[[int], bytes]:
+    tokenizer = route.engine.tokenizer
+    return lambda token_id: token_bytes(tokenizer, token_id)
+
+
+def system_fingerprint(route: ModelRoute) -> str:
+    """OpenAI's ``system_fingerprint``: changes when what serves the request changes (openft's version, the base
+    model's engine, the adapter), so a seeded result can be compared across calls."""
+    what = f"{__version__}|{getattr(route.engine, '_name', '')}|{route.adapter or ''}"
+    return "fp_" + hashlib.sha256(what.encode()).hexdigest()[:10]
 
 
 def _usage(prompt: int, completion: int) -> dict[str, int]:
@@ -97,17 +117,19 @@ class LocalBackend:
         route = self._router(body["model"])
         await asyncio.to_thread(route.engine.wait_ready)
         tokenizer = route.engine.tokenizer
-        prompt_ids = encode_prompt(tokenizer, body["messages"], body.get("tools"))
+        # Off the event loop: a megabytes-long prompt takes seconds to render and tokenize.
+        prompt_ids = await asyncio.to_thread(encode_prompt, tokenizer, body["messages"], body.get("tools"))
         return route, request_from_body(body, prompt_ids, route.adapter, stop_token_ids(tokenizer))
 
-    async def _prepare_completion(self, body: dict[str, Any]) -> tuple[ModelRoute, GenerationRequest]:
+    async def _plan_completion(self, body: dict[str, Any]) -> tuple[ModelRoute, CompletionPlan]:
         route = self._router(body["model"])
         await asyncio.to_thread(route.engine.wait_ready)
         tokenizer = route.engine.tokenizer
-        prompt = body["prompt"]
-        prompt_ids = tokenizer.encode(prompt if isinstance(prompt, str) else "".join(prompt))
         eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-        return route, request_from_body(body, prompt_ids, route.adapter, eos)
+        sized = {**body, "max_tokens": body.get("max_tokens") or completions.DEFAULT_MAX_TOKENS}
+        base = request_from_body(sized, [], route.adapter, eos)
+        # Off the event loop: the plan tokenizes (and decodes) every prompt.
+        return route, await asyncio.to_thread(completions.CompletionPlan, body, tokenizer, base)
 
     async def chat_completion(self, body: dict[str, Any]) -> dict[str, Any]:
         route, request = await self._prepare_chat(body)
@@ -133,7 +155,9 @@ class LocalBackend:
                         strict=False,
                     )
                 ]
-                choice["logprobs"] = {"content": [_token_logprob(e, text_of) for e in events], "refusal": None}
+                bytes_of = _bytes_of(route)
+                choice["logprobs"] = {"content": [_token_logprob(e, text_of, bytes_of) for e in events],
+                                      "refusal": None}
             choices.append(choice)
         return {
             "id": _new_id("chatcmpl-"),
@@ -142,7 +166,7 @@ class LocalBackend:
             "model": body["model"],
             "choices": choices,
             "usage": _usage(results[0].usage.prompt_tokens, sum(r.usage.completion_tokens for r in results)),
-            "system_fingerprint": None,
+            "system_fingerprint": system_fingerprint(route),
         }
 
     async def chat_completion_stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
@@ -153,14 +177,20 @@ class LocalBackend:
         with_tools = bool(body.get("tools"))
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
+        fingerprint = system_fingerprint(route)
+
         def chunk(delta: dict[str, Any], finish: str | None = None, logprobs=None) -> dict[str, Any]:
-            return {
+            out = {
                 "id": chunk_id,
                 "object": "chat.completion.chunk",
                 "created": created,
                 "model": body["model"],
+                "system_fingerprint": fingerprint,
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": logprobs}],
             }
+            if include_usage:  # OpenAI: every chunk but the last carries "usage": null
+                out["usage"] = None
+            return out
 
         yield chunk({"role": "assistant", "content": ""})
         held: list[str] = []
@@ -168,7 +198,8 @@ class LocalBackend:
             if event.finish_reason is None:
                 logprobs = None
                 if request.logprobs:
-                    logprobs = {"content": [_token_logprob(event, route.engine.token_text)], "refusal": None}
+                    entry = _token_logprob(event, route.engine.token_text, _bytes_of(route))
+                    logprobs = {"content": [entry], "refusal": None}
                 if with_tools:
                     held.append(event.text)
                 elif event.text or logprobs:
@@ -191,36 +222,29 @@ class LocalBackend:
                 yield {**chunk({}), "choices": [], "usage": _usage(usage.prompt_tokens, usage.completion_tokens)}
 
     async def completion(self, body: dict[str, Any]) -> dict[str, Any]:
-        route, request = await self._prepare_completion(body)
-        result = await route.engine.complete(request)
-        logprobs = None
-        if request.logprobs:
-            text_of = route.engine.token_text
-            logprobs = {
-                "tokens": [text_of(t) for t in result.token_ids],
-                "token_logprobs": result.logprobs,
-                "top_logprobs": [{t.token: t.logprob for t in tops} for tops in (result.top_logprobs or [])] or None,
-            }
+        route, plan = await self._plan_completion(body)
+        choices, generated = await completions.whole(plan, route.engine.generate)
         return {
             "id": _new_id("cmpl-"),
             "object": "text_completion",
             "created": int(time.time()),
             "model": body["model"],
-            "choices": [{"index": 0, "text": result.text, "finish_reason": result.finish_reason, "logprobs": logprobs}],
-            "usage": _usage(result.usage.prompt_tokens, result.usage.completion_tokens),
+            "system_fingerprint": system_fingerprint(route),
+            "choices": choices,
+            "usage": _usage(plan.prompt_tokens, generated),
         }
 
     async def completion_stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        route, request = await self._prepare_completion(body)
+        """Chunks of the completion object, one choice delta each (choices interleave when n or prompts > 1).
+        With stream_options.include_usage a last chunk with no choices carries the usage. The other chunks leave
+        `usage` out: OpenAI's schema for completion chunks has no null `usage` (chat chunks do)."""
+        route, plan = await self._plan_completion(body)
         chunk_id, created = _new_id("cmpl-"), int(time.time())
-        async for event in route.engine.generate(request):
-            if event.text or event.finish_reason:
-                yield {
-                    "id": chunk_id,
-                    "object": "text_completion",
-                    "created": created,
-                    "model": body["model"],
-                    "choices": [
-                        {"index": 0, "text": event.text, "finish_reason": event.finish_reason, "logprobs": None}
-                    ],
-                }
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        head = {"id": chunk_id, "object": "text_completion", "created": created, "model": body["model"],
+                "system_fingerprint": system_fingerprint(route)}
+        async for delta, generated in completions.streamed(plan, route.engine.generate):
+            if delta is not None:
+                yield {**head, "choices": [delta]}
+            elif include_usage:
+                yield {**head, "choices": [], "usage": _usage(plan.prompt_tokens, generated)}

@@ -4,11 +4,51 @@ Decoding token by token is wrong for byte-level BPE: a multi-byte character can 
 tokenizers change how a token renders depending on its neighbour. ``IncrementalDetokenizer`` decodes a small
 window of recent tokens and emits only text that is settled (no trailing U+FFFD replacement character).
 ``StopStringFilter`` holds back any tail that could be the start of a stop string until it is resolved.
+``token_bytes`` gives a token's raw bytes (for logprobs, where one token can be half of a character).
 """
 
 from __future__ import annotations
 
+import functools
+import re
+
 from transformers import PreTrainedTokenizerBase
+
+REPLACEMENT = "\ufffd"
+_BYTE_FALLBACK = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+
+
+@functools.cache
+def _byte_level_decoder() -> dict[str, int]:
+    """GPT-2's byte-level alphabet, reversed: each printable stand-in character -> the byte it encodes."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table, extra = {}, 0
+    for byte in range(256):
+        if byte in printable:
+            table[chr(byte)] = byte
+        else:
+            table[chr(256 + extra)] = byte
+            extra += 1
+    return table
+
+
+def _is_byte_level(tokenizer: PreTrainedTokenizerBase) -> bool:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    return backend is not None and "ByteLevel" in repr(backend.decoder)
+
+
+def token_bytes(tokenizer: PreTrainedTokenizerBase, token_id: int) -> bytes:
+    """The bytes one token stands for, even when they are only part of a UTF-8 character."""
+    if token_id in tokenizer.all_special_ids:
+        return tokenizer.decode([token_id], skip_special_tokens=False).encode("utf-8")
+    piece = tokenizer.convert_ids_to_tokens(token_id)
+    if isinstance(piece, str) and _is_byte_level(tokenizer):
+        table = _byte_level_decoder()
+        if all(ch in table for ch in piece):
+            return bytes(table[ch] for ch in piece)
+    if isinstance(piece, str) and (match := _BYTE_FALLBACK.fullmatch(piece)):  # SentencePiece byte fallback
+        return bytes([int(match.group(1), 16)])
+    return tokenizer.decode([token_id], skip_special_tokens=False).encode("utf-8")
 
 
 class IncrementalDetokenizer:
@@ -35,11 +75,14 @@ class IncrementalDetokenizer:
         return ""
 
     def flush(self) -> str:
-        """Text still pending at the end (an incomplete character is emitted as U+FFFD, like decode does)."""
+        """Text still pending at the end. A character cut short (max_tokens ended it mid-way) is dropped rather than
+        shown as U+FFFD: its remaining bytes were never generated. ``push`` emits nothing that ends in U+FFFD, so a
+        trailing U+FFFD here is such an unfinished character."""
         prefix_text = self._decode(self._ids[self._prefix_offset : self._read_offset])
         new_text = self._decode(self._ids[self._prefix_offset :])
         self._prefix_offset = self._read_offset = len(self._ids)
-        return new_text[len(prefix_text) :] if len(new_text) > len(prefix_text) else ""
+        pending = new_text[len(prefix_text) :] if len(new_text) > len(prefix_text) else ""
+        return pending.rstrip(REPLACEMENT)
 
 
 class StopStringFilter:

@@ -40,7 +40,8 @@ class GenerationRequest:
 
     ``adapter`` is the key the engine's adapter resolver understands (a fine-tuned model name); None is the
     base model. ``temperature == 0`` is greedy decoding. ``seed`` makes sampling reproducible regardless of
-    what else shares the batch. ``json_mode`` constrains the output to one JSON object. ``ignore_eos``
+    what else shares the batch. ``grammar`` is an llguidance grammar (see serving/grammar.py) the output must
+    follow; ``json_mode`` is shorthand for the grammar of one JSON object. ``ignore_eos``
     keeps generating past the model's end-of-sequence tokens (``stop_token_ids`` still stop), as vLLM's
     option of that name: benchmarks use it so every run generates the same number of tokens.
     """
@@ -56,6 +57,7 @@ class GenerationRequest:
     logprobs: bool = False
     top_logprobs: int = 0
     json_mode: bool = False
+    grammar: str | None = None
     ignore_eos: bool = False
 
     def validate(self) -> None:
@@ -71,6 +73,8 @@ class GenerationRequest:
             raise ValueError(f"top_logprobs must be between 0 and 20, got {self.top_logprobs}")
         if any(not s for s in self.stop_strings):
             raise ValueError("stop strings must not be empty")
+        if self.json_mode and self.grammar is not None:
+            raise ValueError("set either json_mode or grammar, not both")
 
 
 @dataclass

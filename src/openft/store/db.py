@@ -32,6 +32,9 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA foreign_keys=ON")
+        # Deleted rows are overwritten, so removed data (old plaintext keys, deleted files' records) is not
+        # left readable in free pages of the database file.
+        cursor.execute("PRAGMA secure_delete=ON")
         cursor.close()
 
 
@@ -43,7 +46,9 @@ def get_engine(url: str | None = None) -> Engine:
             if url.startswith("sqlite"):
                 path = url.split("///", 1)[-1]
                 if path and path != ":memory:":
-                    Path(path).parent.mkdir(parents=True, exist_ok=True)
+                    from openft.store.home import create_private_file
+
+                    create_private_file(Path(path))  # 0600 before SQLite creates it (its WAL copies the mode)
                 engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
                 _configure_sqlite(engine)
             else:

@@ -1,15 +1,15 @@
-"""Fine-tuning jobs as a durable queue in the database.
+"""Fine-tuning jobs, their events and checkpoints in the database.
 
-Claiming is one conditional UPDATE (``... WHERE id = ? AND status = 'queued'``), so two workers,
-in one process or on two machines sharing the database, can never both run the same job.
+The work itself (validating files, training) is queued and leased through openft.jobs; the job row
+carries the user-visible status.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from openft.store.ids import new_id
@@ -60,6 +60,8 @@ def add_event(
         message=message,
         type=type,
         data=data,
+        # Written inside a runner's fenced session: the event carries the lease's fencing token.
+        lease_token=session.info.get("lease_token"),
     )
     session.add(event)
     session.flush()
@@ -74,53 +76,6 @@ def list_events(session: Session, job_id: str, *, after: str | None, limit: int)
 def list_checkpoints(session: Session, job_id: str, *, after: str | None, limit: int) -> Page:
     stmt = select(JobCheckpoint).where(JobCheckpoint.job_id == job_id)
     return paginate(session, stmt, JobCheckpoint, after=after, limit=limit, order="desc")
-
-
-def claim_next(session: Session, status: Literal["validating_files", "queued"], worker_id: str) -> str | None:
-    """Atomically take the oldest unclaimed job in ``status``; returns its id, or None.
-
-    A queued job becomes ``running``; a job in ``validating_files`` keeps its status while held.
-    """
-    candidates = session.scalars(
-        select(FineTuningJob.id)
-        .where(FineTuningJob.status == status, FineTuningJob.worker_id.is_(None))
-        .order_by(FineTuningJob.seq)
-        .limit(5)
-    ).all()
-    new_status = "running" if status == "queued" else status
-    for job_id in candidates:
-        result = session.execute(
-            update(FineTuningJob)
-            .where(FineTuningJob.id == job_id, FineTuningJob.status == status, FineTuningJob.worker_id.is_(None))
-            .values(status=new_status, worker_id=worker_id, heartbeat_at=time.time())
-        )
-        if result.rowcount == 1:
-            session.commit()
-            return job_id
-    session.commit()
-    return None
-
-
-def heartbeat(session: Session, job_id: str, worker_id: str) -> None:
-    session.execute(
-        update(FineTuningJob)
-        .where(FineTuningJob.id == job_id, FineTuningJob.worker_id == worker_id)
-        .values(heartbeat_at=time.time())
-    )
-
-
-def stale_jobs(session: Session, older_than_seconds: float) -> list[FineTuningJob]:
-    """Jobs held by a worker that stopped proving it is alive (killed, machine lost)."""
-    cutoff = time.time() - older_than_seconds
-    return list(
-        session.scalars(
-            select(FineTuningJob).where(
-                FineTuningJob.status.in_(("running", "validating_files")),
-                FineTuningJob.worker_id.is_not(None),
-                FineTuningJob.heartbeat_at < cutoff,
-            )
-        )
-    )
 
 
 def latest_checkpoint(session: Session, job_id: str) -> JobCheckpoint | None:

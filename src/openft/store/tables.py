@@ -50,6 +50,8 @@ class File(Base):
     # Blob key under files_dir: a generated id, never the user's file name.
     storage_key: Mapped[str] = mapped_column(String(128))
     validation: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Set when a delete starts: the file is gone for users, and the reaper finishes what a crash interrupted.
+    deleted_at: Mapped[int | None] = mapped_column(BigInteger)  # migration 0005_hardening
 
 
 class FineTuningJob(Base):
@@ -98,6 +100,8 @@ class JobEvent(Base):
     message: Mapped[str] = mapped_column(Text)
     type: Mapped[str] = mapped_column(String(16))
     data: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The fencing token of the queue lease the event was written under (None: written by the API).
+    lease_token: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class JobCheckpoint(Base):

@@ -163,7 +163,10 @@ def resolve_hyperparameters(
 def _check_number(name: str, value: Any) -> str | None:
     kind, low, high, low_exclusive = _NUMERIC_RANGES[name]
     is_number = isinstance(value, int | float) and not isinstance(value, bool)
-    if not is_number or (kind is int and not float(value).is_integer()) or not math.isfinite(value):
+    # Integers are compared as integers: float() of a 400-digit integer overflows.
+    is_whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    finite = isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+    if not is_number or (kind is int and not is_whole) or not finite:
         expected = "an integer" if kind is int else "a number"
         return f'`{name}` must be {expected} or "auto", got {value!r}.'
     low_ok = value > low if low_exclusive else value >= low

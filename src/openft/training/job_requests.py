@@ -13,13 +13,16 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from openft.jobs import queue
 from openft.models.registry import ModelNotFound, get_base_model
 from openft.store import files as file_store
 from openft.store import jobs as job_store
 from openft.store.ids import new_id
 from openft.store.pagination import new_seq
+from openft.store.quotas import check_active_jobs
 from openft.store.tables import FineTuningJob
 from openft.training.hyperparameters import validate_hyperparameters
+from openft.training.queue_kinds import VALIDATE
 
 MAX_SEED = 2_147_483_647
 MAX_METADATA_PAIRS = 16
@@ -101,6 +104,9 @@ def _check_file(session: Session, organization_id: str, file_id: Any, param: str
             f"{' or '.join(allowed)} examples.",
             "invalid_file",
         )
+    from openft.training.moderation_gate import check_file_for_job
+
+    check_file_for_job(session, organization_id, row, param)  # the organization's moderation policy
 
 
 def only_too_few_examples(report: dict[str, Any] | None) -> bool:
@@ -171,6 +177,7 @@ def create_job(session: Session, organization_id: str, request: JobRequest) -> F
         raise JobRequestError("seed", f"`seed` must be an integer between 0 and {MAX_SEED}.")
     _check_metadata(request.metadata)
     _check_integrations(request.integrations)
+    check_active_jobs(session, organization_id)  # QuotaExceeded: answered 429 naming OPENFT_MAX_ACTIVE_JOBS
 
     job = FineTuningJob(
         id=new_id("ftjob-"),
@@ -193,4 +200,5 @@ def create_job(session: Session, organization_id: str, request: JobRequest) -> F
     session.flush()
     job_store.add_event(session, job.id, f"Created fine-tuning job: {job.id}")
     job_store.add_event(session, job.id, f"Validating training file: {job.training_file}")
+    queue.enqueue(session, VALIDATE, job.id, organization_id)
     return job

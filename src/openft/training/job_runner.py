@@ -1,25 +1,25 @@
-"""The training child process: runs one claimed job and records everything in the database.
+"""The `fine_tuning.train` runner: trains one leased job and records everything in the database.
 
-Started by the worker as ``python -m openft.training.job_runner JOB_ID WORKER_ID``. Running training in
-its own process means cancel can kill it, a crash cannot take the server down, and memory is returned.
+It runs in the queue's child process (openft.jobs.child), so cancel can kill it, a crash cannot take the
+server down, and memory is returned. Every write goes through the lease's fenced session: once another
+worker has taken the job over, nothing from this process lands any more.
 """
 
 from __future__ import annotations
 
 import csv
-import ctypes
 import io
 import logging
 import os
-import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import update
+from sqlalchemy.orm import Session
 
 from openft.config import get_settings
+from openft.jobs.lease import Lease, LeaseLost
 from openft.models.names import checkpoint_model_name, fine_tuned_model_name
 from openft.models.registry import get_base_model
 from openft.store import files as file_store
@@ -39,15 +39,6 @@ RESULT_COLUMNS = ["step", "train_loss", "train_accuracy", "valid_loss", "valid_m
 CONTROL_POLL_SECONDS = 0.5
 
 
-def die_with_parent() -> None:
-    """If the worker dies (even by SIGKILL) the trainer must stop too, or a restarted worker would race it."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
 def metrics_message(step: int, total: int, metrics: dict[str, float]) -> str:
     parts = [f"training loss={metrics['train_loss']:.4f}"] if "train_loss" in metrics else []
     if "valid_loss" in metrics:
@@ -60,17 +51,17 @@ def metrics_message(step: int, total: int, metrics: dict[str, float]) -> str:
 class DatabaseReporter:
     """The trainer's Reporter: events, checkpoints, progress and stop requests all go through the database."""
 
-    def __init__(self, job_id: str, ft_model_name: str, parent_pid: int) -> None:
-        self.job_id = job_id
+    def __init__(self, lease: Lease, ft_model_name: str) -> None:
+        self.lease = lease
+        self.job_id = lease.subject_id
         self.ft_model_name = ft_model_name
-        self.parent_pid = parent_pid
         self.started = time.monotonic()
         self.first_step: int | None = None
         self._last_poll = 0.0
         self._last_answer: StopRequest | None = None
 
     def on_start(self, total_steps: int, resolved_hparams: dict[str, Any]) -> None:
-        with session_scope() as session:
+        with self.lease.session() as session:
             session.execute(
                 update(FineTuningJob).where(FineTuningJob.id == self.job_id).values(total_steps=total_steps)
             )
@@ -82,7 +73,7 @@ class DatabaseReporter:
         per_step = (time.monotonic() - self.started) / done
         finish = int(time.time() + per_step * max(total_steps - step, 0))
         data = {"step": step, "total_steps": total_steps, **metrics}
-        with session_scope() as session:
+        with self.lease.session() as session:
             job_store.add_event(
                 session, self.job_id, metrics_message(step, total_steps, metrics), type="metrics", data=data
             )
@@ -94,7 +85,7 @@ class DatabaseReporter:
 
     def on_checkpoint(self, step: int, path: str, metrics: dict[str, float]) -> None:
         full_metrics = {"step": float(step), **metrics}
-        with session_scope() as session:
+        with self.lease.session() as session:
             existing = {str(p) for p in Path(path).parent.glob("checkpoint-*") if p.is_dir() and str(p) != path}
             job_store.forget_missing_checkpoints(session, self.job_id, existing)
             session.add(
@@ -112,8 +103,6 @@ class DatabaseReporter:
             job_store.add_event(session, self.job_id, f"Checkpoint created at step {step}")
 
     def should_stop(self) -> StopRequest | None:
-        if os.getppid() != self.parent_pid:
-            os._exit(3)  # the worker is gone; a restarted worker resumes from the last checkpoint
         now = time.monotonic()
         if now - self._last_poll < CONTROL_POLL_SECONDS:
             return self._last_answer
@@ -155,29 +144,51 @@ def _report_to(job: FineTuningJob) -> tuple[list[str], str | None]:
     return ["tensorboard", "wandb"], None
 
 
-def _set_status(job_id: str, status: str, **values: Any) -> bool:
-    """Move a running job to its final state, unless the user already cancelled it."""
-    with session_scope() as session:
-        result = session.execute(
-            update(FineTuningJob)
-            .where(FineTuningJob.id == job_id, FineTuningJob.status == "running")
-            .values(status=status, **values)
-        )
-        return result.rowcount == 1
+def _set_status(session: Session, lease: Lease, status: str, **values: Any) -> bool:
+    """Move a running job to its final state (unless the user already cancelled it) and finish its task.
+
+    Called inside the lease's fenced session, so a runner that lost its lease changes nothing."""
+    result = session.execute(
+        update(FineTuningJob)
+        .where(FineTuningJob.id == lease.subject_id, FineTuningJob.status == "running")
+        .values(status=status, **values)
+    )
+    lease.finish(session)
+    return result.rowcount == 1
 
 
-def fail_job(job_id: str, code: str, message: str, param: str | None = None) -> None:
+def fail_job(lease: Lease, code: str, message: str, param: str | None = None) -> None:
+    with lease.session() as session:
+        if _set_status(
+            session,
+            lease,
+            "failed",
+            error={"code": code, "message": message, "param": param},
+            finished_at=int(time.time()),
+            worker_id=None,
+            control=None,
+            estimated_finish=None,
+        ):
+            job_store.add_event(session, lease.subject_id, f"Fine-tuning job failed: {message}", level="error")
+
+
+def on_crash(lease: Lease, session: Session, exit_code: int) -> None:
+    """The worker's record of a training process that died without finishing (out of memory, a segfault)."""
     if _set_status(
-        job_id,
+        session,
+        lease,
         "failed",
-        error={"code": code, "message": message, "param": param},
         finished_at=int(time.time()),
         worker_id=None,
-        control=None,
         estimated_finish=None,
+        error={
+            "code": "training_process_died",
+            "message": f"The training process exited unexpectedly (exit code {exit_code}). "
+            "See the server log for details.",
+            "param": None,
+        },
     ):
-        with session_scope() as session:
-            job_store.add_event(session, job_id, f"Fine-tuning job failed: {message}", level="error")
+        job_store.add_event(session, lease.subject_id, f"Training process exited with code {exit_code}", level="error")
 
 
 def results_csv(history: list[dict[str, float]]) -> bytes:
@@ -197,13 +208,13 @@ def results_csv(history: list[dict[str, float]]) -> bytes:
     return out.getvalue().encode()
 
 
-def _store_results_file(organization_id: str, job_id: str, history: list[dict[str, float]]) -> str:
+def _store_results_file(lease: Lease, organization_id: str, history: list[dict[str, float]]) -> str:
     blobs = BlobStore(get_settings().files_dir)
     blobs.root.mkdir(parents=True, exist_ok=True)
     key = new_id("blob_", 32)
     payload = results_csv(history)
-    blobs.path(key).write_bytes(payload)
-    with session_scope() as session:
+    blobs.write_bytes(key, payload, "store the job's metrics file")  # atomic; StorageFault says what failed
+    with lease.session() as session:
         row = file_store.add_file(
             session,
             file_id=new_id("file-"),
@@ -217,30 +228,56 @@ def _store_results_file(organization_id: str, job_id: str, history: list[dict[st
         return row.id
 
 
-def run_job(job_id: str, parent_pid: int) -> int:
+def _paused_before_training(session: Session, lease: Lease, job: FineTuningJob) -> None:
+    job.status, job.control, job.worker_id, job.estimated_finish = "paused", None, None, None
+    lease.finish(session)
+    job_store.add_event(session, job.id, "Fine-tuning job paused before training started; resume it to start")
+
+
+def _takeover_event(session: Session, lease: Lease, checkpoint: JobCheckpoint | None) -> None:
+    where = f"checkpoint at step {checkpoint.step_number}" if checkpoint else "the beginning"
+    job_store.add_event(
+        session,
+        lease.subject_id,
+        f"Worker {lease.previous_owner} stopped responding; the job was re-queued and resumes from {where}",
+        level="warn",
+    )
+
+
+def run_job(lease: Lease) -> int:
     settings = get_settings()
-    with session_scope() as session:
+    job_id = lease.subject_id
+    with lease.session() as session:
         job = job_store.get_job(session, None, job_id)
-        if job is None or job.status != "running":
+        if job is None or job.status not in ("queued", "running"):
+            lease.finish(session)  # cancelled or paused while it waited
             return 0
+        if job.control == "pause":  # a pause requested while the job was being claimed is honoured here
+            _paused_before_training(session, lease, job)
+            return 0
+        job.status, job.worker_id = "running", lease.holder
         org = session.get(Organization, job.organization_id)
         base = get_base_model(job.model)
         ft_name = fine_tuned_model_name(base.name, org.name, job.suffix or "", job.id)
+        checkpoint = job_store.latest_checkpoint(session, job.id)
+        if lease.previous_owner:
+            _takeover_event(session, lease, checkpoint)
         try:
             training_path = _blob_path(session, job.organization_id, job.training_file, "training_file")
             validation_path = _blob_path(session, job.organization_id, job.validation_file, "validation_file")
         except TrainingDataError as error:
-            fail_job(job_id, error.code, str(error), error.param)
-            return 1
+            missing = error
+        else:
+            missing = None
         training_row = file_store.get_file(session, job.organization_id, job.training_file)
-        n_examples = int(((training_row.validation or {}).get("stats") or {}).get("n_valid") or 0)
+        n_examples = int((((training_row.validation if training_row else None) or {}).get("stats") or {})
+                         .get("n_valid") or 0)
         method_type = job.method["type"]
         given = job.method.get(method_type, {}).get("hyperparameters", {})
         hyperparameters = resolve_hyperparameters(
             method_type, given, n_train_examples=max(n_examples, 1), context_length=base.context_length
         )
         output_dir = Path(job.output_dir or settings.artifacts_dir / job.id)
-        checkpoint = job_store.latest_checkpoint(session, job.id)
         resume_from = checkpoint.path if checkpoint is not None and Path(checkpoint.path).is_dir() else None
         report_to, integration_warning = _report_to(job)
         first_attempt = job.started_at is None
@@ -248,17 +285,21 @@ def run_job(job_id: str, parent_pid: int) -> int:
         job.output_dir = str(output_dir)
         job.resolved_hyperparameters = hyperparameters.to_job_dict()
         job.started_at = job.started_at or int(time.time())
-        job.control = None
-        if resume_from:
-            step = checkpoint.step_number
-            job_store.add_event(session, job.id, f"Resuming fine-tuning from checkpoint at step {step}")
-        elif first_attempt:
-            job_store.add_event(session, job.id, "Fine-tuning job started")
-        else:
-            job_store.add_event(session, job.id, "Restarting fine-tuning from the beginning (no checkpoint yet)")
-        if integration_warning:
-            job_store.add_event(session, job.id, integration_warning, level="warn")
+        # job.control is left as it is: a pause sent while the job starts is seen at the first step.
+        if missing is None:
+            if resume_from:
+                step = checkpoint.step_number
+                job_store.add_event(session, job.id, f"Resuming fine-tuning from checkpoint at step {step}")
+            elif first_attempt:
+                job_store.add_event(session, job.id, "Fine-tuning job started")
+            else:
+                job_store.add_event(session, job.id, "Restarting fine-tuning from the beginning (no checkpoint yet)")
+            if integration_warning:
+                job_store.add_event(session, job.id, integration_warning, level="warn")
         organization_id, seed = job.organization_id, job.seed
+    if missing is not None:
+        fail_job(lease, missing.code, str(missing), missing.param)
+        return 1
 
     config = TrainerRunConfig(
         base_model=base.name,
@@ -271,69 +312,73 @@ def run_job(job_id: str, parent_pid: int) -> int:
         resume_from_checkpoint=resume_from,
         report_to=report_to,
     )
-    from openft.training.trainer import run_training  # heavy import, after the cheap checks
+    from openft.training.distributed import run_training_launched  # heavy import, after the cheap checks
 
-    reporter = DatabaseReporter(job_id, ft_name, parent_pid)
+    reporter = DatabaseReporter(lease, ft_name)
     try:
-        result = run_training(config, reporter)
+        result = run_training_launched(config, reporter)
     except TrainingDataError as error:
-        fail_job(job_id, error.code, str(error), getattr(error, "param", None))
+        fail_job(lease, error.code, str(error), getattr(error, "param", None))
         return 1
+    except LeaseLost:
+        raise
     except Exception as error:  # the job fails with the reason; the worker and server keep running
         log.exception("training failed")
-        fail_job(job_id, "training_error", f"{type(error).__name__}: {error}")
+        fail_job(lease, "training_error", f"{type(error).__name__}: {error}")
         return 1
 
     if result.status == "paused":
-        if _set_status(job_id, "paused", worker_id=None, control=None, estimated_finish=None):
-            with session_scope() as session:
-                job_store.add_event(
-                    session,
-                    job_id,
-                    f"Fine-tuning job paused at step {result.steps}; resume it to continue from this checkpoint",
-                )
+        _record_pause(lease, result.steps)
         return 0
     if result.status == "cancelled":
         return 0
 
-    results_file = _store_results_file(organization_id, job_id, result.metrics_history)
-    with session_scope() as session:
-        session.merge(
-            FineTunedModel(
-                id=ft_name,
-                organization_id=organization_id,
-                base_model=base.name,
-                job_id=job_id,
-                created_at=int(time.time()),
-                path=result.final_path,
-                kind="full" if hyperparameters.lora_rank == 0 else "lora",
+    results_file = _store_results_file(lease, organization_id, result.metrics_history)
+    with lease.session() as session:
+        job = session.get(FineTuningJob, job_id)
+        # A pause that arrived after the last step was checked is honoured here, not dropped: resuming
+        # continues from the final checkpoint and publishes the model.
+        pause_pending = job.status == "running" and job.control == "pause"
+        if job.status != "running":
+            lease.finish(session)  # cancelled meanwhile: no model is published
+        elif not pause_pending:
+            session.merge(
+                FineTunedModel(
+                    id=ft_name,
+                    organization_id=organization_id,
+                    base_model=base.name,
+                    job_id=job_id,
+                    created_at=int(time.time()),
+                    path=result.final_path,
+                    kind="full" if hyperparameters.lora_rank == 0 else "lora",
+                )
             )
-        )
-    if _set_status(
-        job_id,
-        "succeeded",
-        fine_tuned_model=ft_name,
-        trained_tokens=result.trained_tokens,
-        finished_at=int(time.time()),
-        result_files=[results_file],
-        worker_id=None,
-        estimated_finish=None,
-        control=None,
-    ):
-        with session_scope() as session:
+            _set_status(
+                session,
+                lease,
+                "succeeded",
+                fine_tuned_model=ft_name,
+                trained_tokens=result.trained_tokens,
+                finished_at=int(time.time()),
+                result_files=[results_file],
+                worker_id=None,
+                estimated_finish=None,
+                control=None,
+            )
             for warning in result.warnings:
                 job_store.add_event(session, job_id, warning, level="warn")
             job_store.add_event(session, job_id, f"New fine-tuned model created: {ft_name}")
             job_store.add_event(session, job_id, "The job has successfully completed")
+    if pause_pending:
+        _record_pause(lease, result.steps)
     return 0
 
 
-def main() -> None:
-    logging.basicConfig(level=logging.WARNING)
-    die_with_parent()
-    job_id, parent_pid = sys.argv[1], int(sys.argv[2])
-    sys.exit(run_job(job_id, parent_pid))
-
-
-if __name__ == "__main__":
-    main()
+def _record_pause(lease: Lease, steps: int) -> None:
+    with lease.session() as session:
+        if _set_status(session, lease, "paused", worker_id=None, control=None, estimated_finish=None):
+            job_store.add_event(
+                session,
+                lease.subject_id,
+                f"Fine-tuning job paused at step {steps}; resume it to continue from this checkpoint",
+            )

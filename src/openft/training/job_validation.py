@@ -112,6 +112,14 @@ def validate_job(job_id: str, worker_id: str) -> None:
                 f"See GET /v1/files/{file_id}/validation.",
             )
             return
+        from openft.training.moderation_gate import moderation_outcome
+
+        moderated = moderation_outcome(organization_id, file_id, report)  # the organization's policy
+        if moderated is not None and moderated[0] == "error":
+            _fail(job_id, worker_id, param, moderated[1])
+            return
+        if moderated is not None:
+            events.append(moderated)
         stats = report.get("stats") or {}
         over = stats.get("n_over_context") or 0
         if over:

@@ -41,7 +41,8 @@ class TrainedPositionsSFTTrainer(SFTTrainer):
         keep = torch.zeros_like(labels, dtype=torch.bool)
         keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX
         kept = int(keep.sum())
-        vocab_size = model.get_output_embeddings().weight.shape[0]
+        # DDP/FSDP wrap the model; the head's size is on the model inside
+        vocab_size = self.accelerator.unwrap_model(model).get_output_embeddings().weight.shape[0]
         if kept * vocab_size > MAX_LOGIT_ELEMENTS:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 

@@ -27,8 +27,10 @@ from transformers.trainer_callback import PrinterCallback
 from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
 from openft.config import get_settings
+from openft.store import artifacts
 from openft.training.callbacks import Reporter, ReporterCallback
 from openft.training.datasets import TokenizedData, tokenize_file
+from openft.training.distributed import per_device_batch_size, world_size
 from openft.training.hyperparameters import ResolvedHyperparameters
 from openft.training.sft_loss import TrainedPositionsSFTTrainer
 from openft.training.trainer_config import TrainerRunConfig
@@ -128,6 +130,18 @@ def _report_to(requested: list[str]) -> tuple[list[str], bool]:
     return others or ["none"], "tensorboard" in requested
 
 
+class ArtifactPublishCallback(TrainerCallback):
+    """Each checkpoint goes to the artifact store (store/artifacts.py) before the job records it; a no-op for
+    the default local store, where the trainer writes it in the first place."""
+
+    def __init__(self, output_dir: str) -> None:
+        self.output_dir = output_dir
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            artifacts.publish(Path(args.output_dir) / f"checkpoint-{state.global_step}", self.output_dir)
+
+
 # --- trainers ----------------------------------------------------------------------------------------
 
 
@@ -140,7 +154,8 @@ class PretokenizedDPOTrainer(DPOTrainer):
 
 def _common_args(config: TrainerRunConfig, has_eval: bool) -> dict[str, Any]:
     hparams = config.hyperparameters
-    micro, accumulation = micro_batching(hparams.batch_size, config.max_micro_batch_size)
+    # Under torchrun/accelerate each rank takes its share of the batch: the global batch is unchanged.
+    micro, accumulation = micro_batching(per_device_batch_size(hparams.batch_size), config.max_micro_batch_size)
     report_to, _ = _report_to(config.report_to)
     bf16 = use_bf16()
     if has_eval and config.eval_every_steps:
@@ -163,7 +178,8 @@ def _common_args(config: TrainerRunConfig, has_eval: bool) -> dict[str, Any]:
         "report_to": report_to,
         "bf16": bf16,
         "fp16": False,
-        "use_cpu": bf16 and not torch.cuda.is_available(),  # transformers refuses CPU bf16 unless told it is CPU
+        # transformers refuses CPU bf16 unless told it is CPU, and only starts CPU DDP (gloo) when told so
+        "use_cpu": (bf16 or world_size() > 1) and not torch.cuda.is_available(),
         "gradient_checkpointing": config.gradient_checkpointing,
         "dataloader_num_workers": 0,
         "dataloader_pin_memory": torch.cuda.is_available(),
@@ -252,7 +268,7 @@ def build_trainer(config: TrainerRunConfig, reporter: Reporter) -> PreparedRun:
     set_seed(config.seed)  # before the model exists: LoRA's initial weights come from this seed
     model = load_model(model_dir, frozen_bf16=config.hyperparameters.uses_lora and use_bf16())
     progress = ReporterCallback(reporter, config.hyperparameters.to_job_dict())
-    callbacks: list[TrainerCallback] = [progress]
+    callbacks: list[TrainerCallback] = [ArtifactPublishCallback(config.output_dir), progress]
     _, wants_tensorboard = _report_to(config.report_to)
     if wants_tensorboard:
         tensorboard = TensorBoardCallback()
@@ -279,7 +295,9 @@ def run_training(config: TrainerRunConfig, reporter: Reporter) -> TrainingResult
     else:
         status, final_path = "succeeded", str(config.final_dir)
         trainer.save_model(final_path)
-        run.tokenizer.save_pretrained(final_path)
+        if trainer.is_world_process_zero():
+            run.tokenizer.save_pretrained(final_path)
+            artifacts.publish(final_path, config.output_dir)
     return TrainingResult(
         status=status,
         final_path=final_path,

@@ -24,18 +24,22 @@ MEDIA_TYPES = {
 }
 # The page is static and small; revalidating on every load means an upgraded server is picked up at once.
 NO_STALE_ASSETS = {"Cache-Control": "no-cache"}
+MAX_ASSET_NAME = 255
 
 router = APIRouter(include_in_schema=False)
 
 
 def asset_path(name: str) -> Path | None:
-    """The file under STATIC_DIR that `name` refers to, or None for anything else (including `..` tricks)."""
-    candidate = (STATIC_DIR / name).resolve()
-    if not candidate.is_relative_to(STATIC_DIR.resolve()) or not candidate.is_file():
+    """The file under STATIC_DIR that `name` refers to, or None for anything else.
+
+    The name is looked up among the files that exist (the assets sit flat in one folder) instead of being
+    handed to the filesystem: `..` tricks, NUL bytes and names longer than the OS allows are simply unknown
+    names (404), never an OSError.
+    """
+    if len(name) > MAX_ASSET_NAME or Path(name).suffix not in MEDIA_TYPES:
         return None
-    if candidate.suffix not in MEDIA_TYPES:
-        return None
-    return candidate
+    assets = {entry.name: entry for entry in STATIC_DIR.iterdir() if entry.is_file()}
+    return assets[name].resolve() if name in assets else None
 
 
 @router.get("/")

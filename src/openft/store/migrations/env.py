@@ -4,6 +4,9 @@ from alembic import context
 from sqlalchemy import create_engine
 
 import openft.store.eval_tables  # noqa: F401  (registers the eval tables on Base.metadata)
+import openft.store.moderation_tables  # noqa: F401  (moderation policy per organization)
+import openft.store.openai_eval_tables  # noqa: F401  (OpenAI Evals API: evals, runs, output items)
+import openft.store.queue_tables  # noqa: F401  (the work queue)
 from openft.store.tables import Base
 
 config = context.config

@@ -8,6 +8,7 @@ import { jobPage } from "./page_job.js";
 import { jobsPage } from "./page_jobs.js";
 import { loginPage } from "./page_login.js";
 import { modelsPage } from "./page_models.js";
+import { oaiEvalPage, oaiEvalsPage, oaiRunPage } from "./page_oai_evals.js";
 import { playgroundPage } from "./page_playground.js";
 
 const view = document.getElementById("view");
@@ -21,6 +22,9 @@ const ROUTES = [
   [/^\/playground$/, playgroundPage, "playground"],
   [/^\/evaluations$/, evaluationsPage, "evaluations"],
   [/^\/evaluations\/([^/]+)$/, evaluationPage, "evaluations"],
+  [/^\/evals$/, oaiEvalsPage, "evals"],
+  [/^\/evals\/([^/]+)$/, oaiEvalPage, "evals"],
+  [/^\/evals\/([^/]+)\/runs\/([^/]+)$/, oaiRunPage, "evals"],
 ];
 let current = null;
 let loginMessage = null;
