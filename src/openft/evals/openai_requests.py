@@ -227,9 +227,11 @@ def check_sampling(params: Any, param: str = "data_source.sampling_params") -> d
     if params.get("tools"):
         raise _fail(f"'{param}.tools': tool calls are not graded by openft's eval runs yet; leave tools out.",
                     f"{param}.tools")
-    response_format = params.get("response_format")
-    if response_format is not None and (not isinstance(response_format, dict)
-                                        or response_format.get("type") not in ("text", "json_object")):  # fmt: skip
-        raise _fail(f"'{param}.response_format.type' must be 'text' or 'json_object' (json_schema is not "
-                    "supported by openft's engine).", f"{param}.response_format.type")
+    if params.get("response_format") is not None:
+        from openft.serving.grammar_request import GrammarRequestError, chat_grammar
+
+        try:  # the same checks a chat request gets: a schema outside OpenAI's subset is refused here
+            chat_grammar({"response_format": params["response_format"]})
+        except GrammarRequestError as error:
+            raise _fail(str(error), f"{param}.{error.param}") from None
     return params

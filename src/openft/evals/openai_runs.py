@@ -123,7 +123,7 @@ def sample_for(data_source: dict[str, Any], row: dict[str, Any], complete: Compl
     body = {"model": data_source["model"], "messages": messages, "max_tokens": params["max_completion_tokens"],
             "seed": params["seed"], "temperature": params["temperature"], "top_p": params["top_p"]}  # fmt: skip
     response_format = (data_source.get("sampling_params") or {}).get("response_format")
-    if response_format and response_format.get("type") == "json_object":
+    if response_format and response_format.get("type") in ("json_object", "json_schema"):
         body["response_format"] = response_format
     base["input"] = messages
     try:

@@ -61,7 +61,7 @@ class Lease:
             update(QueueTask).where(*self.holds_clause()).values(lease_token=QueueTask.lease_token)
         )
         if result.rowcount != 1:
-            raise LeaseLost(f"lease {self.token} on task {self.task_id} is no longer held by {self.owner}")
+            raise LeaseLost(f"lease {self.token} on task {self.task_id} lost: no longer held by {self.owner}")
 
     @contextmanager
     def session(self) -> Iterator[Session]:

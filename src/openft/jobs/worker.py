@@ -109,9 +109,10 @@ class Worker:
                 lost.set()
                 if self._finished_by_child(lease):
                     self._wait_or_kill(child)  # the runner recorded its outcome and is exiting on its own
-                elif child.poll() is None:
-                    log.warning("lease %s on task %s lost; killing its child", lease.token, lease.task_id)
-                    child.kill()
+                else:
+                    log.warning("lease %s on task %s lost; stopping its child", lease.token, lease.task_id)
+                    if child.poll() is None:
+                        child.kill()
                 return
 
     @staticmethod
