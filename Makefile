@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test test-fast serve demo lint bench clean
+.PHONY: install test test-long test-fast serve demo lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,12 +24,23 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # pytest exits 5 when it collects no tests; that is not a failure.
-# The whole suite runs on SQLite, then the tests that touch the database again on PostgreSQL: a throwaway
-# cluster from .ci/with-postgres (skipped, with the reason, where PostgreSQL's server is not installed).
-PG_TESTS := tests/store tests/api tests/jobs tests/cli
+# The whole suite runs on SQLite (two pytest-xdist workers, one test module each: many tests wait on live servers
+# and jobs), while the tests that touch the database run again on PostgreSQL, at the same time, on a throwaway
+# cluster from .ci/with-postgres (skipped, with the reason, where PostgreSQL's server is not installed). One BLAS
+# thread per process keeps the three from fighting over the cores. The PostgreSQL log is printed after.
+PG_TESTS := tests/store tests/api tests/jobs tests/cli tests/distill
+PARALLEL := -n 2 --dist loadfile
+PG_LOG := .pytest-postgresql.log
 test: install
-	.ci/with-postgres sh -c '$(BIN)/pytest || [ $$? -eq 5 ] || exit 1; \
-	  OPENFT_TEST_DATABASE=postgresql $(BIN)/pytest -m "not real_model" $(PG_TESTS) || [ $$? -eq 5 ]'
+	OMP_NUM_THREADS=1 .ci/with-postgres sh -c '\
+	  OPENFT_TEST_DATABASE=postgresql $(BIN)/pytest -m "not real_model" $(PG_TESTS) > $(PG_LOG) 2>&1 & pg=$$!; \
+	  $(BIN)/pytest $(PARALLEL) -m "not long"; sqlite=$$?; \
+	  wait $$pg; postgres=$$?; \
+	  echo "=== PostgreSQL pass ==="; cat $(PG_LOG); \
+	  for code in $$sqlite $$postgres; do [ $$code -eq 0 ] || [ $$code -eq 5 ] || exit 1; done'
+
+test-long: install
+	$(BIN)/pytest -m long
 
 test-fast: install
 	$(BIN)/pytest -m "not real_model and not slow"

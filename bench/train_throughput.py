@@ -11,11 +11,19 @@ Throughput counts real tokens only (no padding) for both. Prints JSON.
     python bench/train_throughput.py                 # real SmolLM2-135M-Instruct (from the model registry)
     python bench/train_throughput.py --tiny          # tiny random model, seconds
     python bench/train_throughput.py --examples 64   # fewer conversations
+    python bench/train_throughput.py --curves --quick --out curves.json   # openft's scaling curves (minutes)
+
+Baselines: `trl_default` (TRL's defaults: padded batches, gradient checkpointing on), `trl_no_gradient_checkpointing`,
+and `trl_tuned`: gradient checkpointing off, bf16 where native, and TRL's `padding_free=True` (one row per batch,
+`position_ids` restarting per example). On SDPA, transformers 5 turns those position_ids into a block-diagonal
+mask, so padding-free is correct on this backend (CPU or CUDA) without FlashAttention; it is the fastest TRL
+setting that trains the same examples per step (TRL's `packing=True` would change what a batch is).
 
 MFU: full fine-tuning does ~6 x params FLOPs per token (forward 2, backward 4). With LoRA the frozen
 weights need no weight gradient, so ~4 x params (forward 2 + input gradients 2); the adapter's own FLOPs
-and attention's sequence-length term are left out. Peak is a large matmul timed in the same run, in the
-precision training uses (bf16 where the GPU or CPU runs it natively, else fp32).
+and attention's sequence-length term are left out. Peak: square matmuls of several sizes, each timed over
+several trials before and after the runs, in the precision training uses (bf16 where the GPU or CPU runs it
+natively, else fp32); the best figure counts, so background load only ever lowers a trial, never the peak.
 """
 
 from __future__ import annotations
@@ -25,7 +33,6 @@ import json
 import os
 import random
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -127,8 +134,9 @@ def run_plain_trl(args: dict[str, Any]) -> dict[str, Any]:
         num_train_epochs=args["epochs"],
         per_device_train_batch_size=args["batch_size"],
         learning_rate=BASE_LEARNING_RATES[("supervised", True)],
-        max_length=args["max_seq_length"],
         gradient_checkpointing=args["gradient_checkpointing"],
+        padding_free=args.get("padding_free", False),
+        max_length=None if args.get("padding_free") else args["max_seq_length"],  # TRL: no truncation when padding-free
         # Same precision as openft: bf16 autocast where the hardware runs bf16 natively (TRL's own default is
         # bf16 everywhere, which transformers refuses on a CPU unless `use_cpu` is set).
         bf16=bf16,
@@ -167,6 +175,22 @@ def run_plain_trl(args: dict[str, Any]) -> dict[str, Any]:
 def matmul_peak_flops(device: str, dtype: torch.dtype, size: int, repeats: int = 5, trials: int = 3) -> float:
     """Best of a few timed matmul trials: on a shared machine the slow trials measure the neighbours."""
     return max(_matmul_flops(device, dtype, size, repeats) for _ in range(trials))
+
+
+def steady_matmul_peak(device: str, dtype: torch.dtype, quick: bool = False) -> dict[str, Any]:
+    """The best FLOP/s over several matrix sizes and trials, with each size's best for the record.
+
+    One size can sit badly in a cache or a kernel's tiling; one trial can share the cores with a neighbour.
+    The maximum over both is the figure that moves least from run to run, so MFU stays comparable.
+    """
+    sizes = (2048, 4096, 8192) if device == "cuda" else (1024, 1536, 2048, 3072)
+    if quick:
+        sizes = sizes[:2]
+    per_size = {size: matmul_peak_flops(device, dtype, size, repeats=3, trials=2 if quick else 4) for size in sizes}
+    return {
+        "flops": max(per_size.values()),
+        "tflops_by_size": {str(k): round(v / 1e12, 3) for k, v in per_size.items()},
+    }
 
 
 def _matmul_flops(device: str, dtype: torch.dtype, size: int, repeats: int) -> float:
@@ -209,14 +233,21 @@ def main() -> None:
         action="store_true",
         help="do not also run plain TRL with gradient checkpointing off (isolates the padding effect)",
     )
+    parser.add_argument("--curves", action="store_true", help="openft's tokens/s vs sequence length and batch size")
+    parser.add_argument("--quick", action="store_true", help="fewer sizes and steps: a few minutes")
+    parser.add_argument("--out", help="also write the JSON report to this file")
     options = parser.parse_args()
 
     from openft.training.trainer import use_bf16
 
     on_gpu = torch.cuda.is_available()
     dtype = torch.bfloat16 if use_bf16() else torch.float32
-    peak_args = ("cuda" if on_gpu else "cpu", dtype, 8192 if on_gpu else 2048)
-    peak_before = matmul_peak_flops(*peak_args)
+    device = "cuda" if on_gpu else "cpu"
+    peak_before = steady_matmul_peak(device, dtype, options.quick)
+    if options.curves:
+        report = training_curves(options, peak_before)
+        _emit(report, options.out)
+        return
 
     with tempfile.TemporaryDirectory(prefix="openft-bench-") as tmp:
         work = Path(tmp)
@@ -235,6 +266,7 @@ def main() -> None:
         variants = {
             "openft": (run_openft, {}),
             "trl_default": (run_plain_trl, {"gradient_checkpointing": True}),
+            "trl_tuned": (run_plain_trl, {"gradient_checkpointing": False, "padding_free": True}),
         }
         if not options.skip_no_checkpointing_baseline:
             variants["trl_no_gradient_checkpointing"] = (run_plain_trl, {"gradient_checkpointing": False})
@@ -248,7 +280,8 @@ def main() -> None:
                 if name not in best or run["seconds"] < best[name]["seconds"]:
                     best[name] = run
 
-    peak = max(peak_before, matmul_peak_flops(*peak_args))
+    peak_after = steady_matmul_peak(device, dtype, options.quick)
+    peak = max(peak_before["flops"], peak_after["flops"])
     lora_flops = 4  # see the module docstring
     report: dict[str, Any] = {
         "model": "tiny" if options.tiny else str(options.model_dir or "smollm2-135m-instruct"),
@@ -257,6 +290,7 @@ def main() -> None:
         "epochs": options.epochs,
         "batch_size": options.batch_size,
         "matmul_peak_tflops": round(peak / 1e12, 3),
+        "matmul_tflops_by_size": {"before": peak_before["tflops_by_size"], "after": peak_after["tflops_by_size"]},
         "rounds": options.rounds,
         **{name: summarize(run, peak, lora_flops) for name, run in best.items()},
     }
@@ -267,9 +301,84 @@ def main() -> None:
         report["speedup_vs_trl_no_gradient_checkpointing"] = round(
             report["openft"]["tokens_per_second"] / report["trl_no_gradient_checkpointing"]["tokens_per_second"], 2
         )
-    report["target_met"] = report["speedup_vs_trl_default"] >= 1.5
-    json.dump(report, sys.stdout, indent=2)
-    print()
+    report["speedup_vs_trl_tuned"] = round(
+        report["openft"]["tokens_per_second"] / report["trl_tuned"]["tokens_per_second"], 2
+    )
+    report["target_met"] = report["speedup_vs_trl_tuned"] >= 2.0 and report["openft"]["mfu"] >= 0.40  # issue 15
+    _emit(report, options.out)
+
+
+def _emit(report: dict[str, Any], out: str | None) -> None:
+    text = json.dumps(report, indent=2)
+    if out:
+        Path(out).write_text(text + "\n")
+    print(text)
+
+
+def make_long_conversations(count: int, tokens: int, seed: int = 0) -> list[dict[str, Any]]:
+    """Chats of about `tokens` tokens each (the bench words are ~1 token each), for the sequence-length curve."""
+    rng = random.Random(seed)
+    rows = []
+    for index in range(count):
+        answer = " ".join(rng.choice(WORDS) for _ in range(max(4, tokens - 30)))
+        rows.append(
+            {
+                "messages": [
+                    {"role": "user", "content": f"Question {index}: write {tokens} words."},
+                    {"role": "assistant", "content": answer},
+                ]
+            }
+        )
+    return rows
+
+
+def training_curves(options, peak: dict[str, Any]) -> dict[str, Any]:
+    """openft's training tokens/s against sequence length (at one batch size) and against batch size (at one
+    length), each point a fresh child process; --quick keeps each point to a few optimizer steps."""
+    lengths = (128, 512, 2048) if options.quick else (128, 256, 512, 1024, 2048)
+    batches = (1, 4, 8) if options.quick else (1, 2, 4, 8, 16)
+    steps = 3 if options.quick else 8
+    points: dict[str, list[dict[str, Any]]] = {"by_sequence_length": [], "by_batch_size": []}
+    with tempfile.TemporaryDirectory(prefix="openft-curves-") as tmp:
+        work = Path(tmp)
+        model_dir = prepare_model_dir(options.tiny, options.model_dir, work)
+        grid = [("by_sequence_length", length, 8) for length in lengths]
+        grid += [("by_batch_size", 512, batch) for batch in batches]
+        for curve, length, batch in grid:
+            examples = batch * steps
+            train_file = work / f"train-{length}-{batch}.jsonl"
+            rows = make_long_conversations(examples, length)
+            train_file.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+            args = {
+                "model_dir": str(model_dir),
+                "train_file": str(train_file),
+                "examples": examples,
+                "epochs": 1,
+                "batch_size": batch,
+                "max_seq_length": length,
+                "output_dir": str(work / f"out-{curve}-{length}-{batch}"),
+            }
+            run = in_child_process(run_openft, args)
+            row = summarize(run, peak["flops"], 4)
+            points[curve].append(
+                {
+                    "sequence_length": length,
+                    "batch_size": batch,
+                    "tokens_per_second": row["tokens_per_second"],
+                    "mfu": row["mfu"],
+                    "peak_rss_mib": row["peak_rss_mib"],
+                    "peak_gpu_mib": run["peak_gpu_mib"],
+                }
+            )
+    return {
+        "kind": "training_curves",
+        "model": "tiny" if options.tiny else str(options.model_dir or "smollm2-135m-instruct"),
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)",
+        "quick": options.quick,
+        "matmul_peak_tflops": round(peak["flops"] / 1e12, 3),
+        "matmul_tflops_by_size": peak["tflops_by_size"],
+        **points,
+    }
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 Should we fine-tune SmolLM2-135M-Instruct to label movie reviews, or is prompting enough? The demo starts
 openft on the embedded default (SQLite, CPU, bundled model), prepares Rotten Tomatoes review snippets,
-validates and fine-tunes, evaluates zero-shot vs few-shot vs retrieval few-shot vs the fine-tuned model, and
-prints the comparison and the advisor's recommendation. `--quick` runs the same code on less data (CI).
+validates and fine-tunes, evaluates zero-shot vs few-shot vs retrieval few-shot vs RAG over a short labelling
+guide vs the fine-tuned model, and prints the comparison and the advisor's recommendation. `--quick` runs the
+same code on less data (CI).
 """
 
 from __future__ import annotations
@@ -32,6 +33,26 @@ ROOT = Path(__file__).resolve().parent.parent
 console = Console() if sys.stdout.isatty() else Console(width=140)
 SIZES = {"full": (160, 20, 60), "quick": (48, 10, 16)}  # train, validation, test examples
 EPOCHS = {"full": 3, "quick": 2}
+# The knowledge document of the RAG strategy: a short reviewers' guide (written for this demo), uploaded with
+# purpose user_data. Each section becomes a passage; the nearest one goes into each RAG prompt (rag_k 1).
+GUIDE = """# How critics label reviews
+
+## Fresh: praise
+A fresh review recommends the film. Praise words mark it: brilliant, moving, funny, gripping, charming,
+beautifully acted, a delight, worth seeing. Mild praise with small complaints is still fresh.
+
+## Fresh: warm but mixed
+Warm words about the cast, the story or the direction, or a reviewer who enjoyed themselves, make a review fresh
+even when it admits the film is uneven or slight.
+
+## Rotten: criticism
+A rotten review does not recommend the film. Criticism marks it: dull, boring, tedious, a mess, predictable,
+flat, overlong, a waste of time, nothing new. Faint praise inside a complaint is still rotten.
+
+## Rotten: sarcasm and disappointment
+Sarcasm, disappointment, a reviewer who was bored or annoyed, or jokes at the film's expense make a review
+rotten even when it finds one good scene or performance.
+"""
 
 
 def step(number: int, total: int, text: str) -> None:
@@ -203,6 +224,10 @@ def main() -> None:
         train_id = upload(client, data.train, out / "train.jsonl", "fine-tune")
         validation_id = upload(client, data.validation, out / "validation.jsonl", "fine-tune")
         test_id = upload(client, data.test, out / "test.jsonl", "evals")
+        guide_path = out / "labelling-guide.md"
+        guide_path.write_text(GUIDE)
+        guide_id = client.files.create(file=(guide_path.name, io.BytesIO(GUIDE.encode())), purpose="user_data").id
+        console.print(f"  {guide_path.name}: knowledge document for RAG -> {guide_id}")
         show_validation(client, base_url, key, train_id)
 
         step(4, total, "fine-tune SmolLM2-135M-Instruct with LoRA on the CPU")
@@ -217,12 +242,13 @@ def main() -> None:
             raise SystemExit(f"fine-tuning {job.status}: {job.error}")
         console.print(f"  fine-tuned model: [bold]{job.fine_tuned_model}[/] ({job.trained_tokens:,} trained tokens)")
 
-        step(5, total, "evaluate zero-shot vs few-shot vs retrieval few-shot vs fine-tuned")
+        step(5, total, "evaluate zero-shot vs few-shot vs retrieval few-shot vs RAG vs fine-tuned")
         headers = {"Authorization": f"Bearer {key}"}
         created = httpx.post(f"{base_url}/evaluations", headers=headers, timeout=60, json={
             "eval_file": test_id, "training_file": train_id, "model": "smollm2-135m-instruct",
             "fine_tuned_models": [job.fine_tuned_model], "k": 3, "max_tokens": 4,
-            "labels": ["fresh", "rotten"]})
+            "labels": ["fresh", "rotten"], "documents": [guide_id], "rag_k": 1,
+            "strategies": ["zero-shot", "few-shot", "retrieval-few-shot", "rag", "fine-tuned"]})
         if created.status_code != 200:
             raise SystemExit(f"could not create the evaluation: {created.text}")
         run = wait_for_evaluation(base_url, key, created.json()["id"])

@@ -23,6 +23,10 @@ class Settings:
     port: int = 8000
     # Base model whose tokenizer and context length the upload-time validation report uses.
     validation_model: str = "smollm2-135m-instruct"
+    # Upload validation runs in worker processes: at most this many at once, each stopped after this many
+    # seconds (0 = no limit); see openft.data.validation_pool and docs/request_limits.md.
+    validation_timeout_seconds: float = 120.0
+    validation_workers: int = 2
     # A running job whose worker has not heart-beaten for this long is re-queued (worker died).
     worker_stale_seconds: float = 30.0
     # `openft serve` runs one worker in-process unless this is off (then run `openft worker`).
@@ -120,6 +124,8 @@ def get_settings() -> Settings:
         host=os.environ.get("OPENFT_HOST", "127.0.0.1"),
         port=_int_env("OPENFT_PORT", 8000),
         validation_model=os.environ.get("OPENFT_VALIDATION_MODEL") or "smollm2-135m-instruct",
+        validation_timeout_seconds=_limit_env("OPENFT_VALIDATION_TIMEOUT_SECONDS", 120.0, float),
+        validation_workers=max(1, _limit_env("OPENFT_VALIDATION_WORKERS", 2)),
         worker_stale_seconds=_number_env("OPENFT_WORKER_STALE_SECONDS", 30.0, float, "a number of seconds"),
         vllm_url=os.environ.get("OPENFT_VLLM_URL") or None,
         vllm_model=os.environ.get("OPENFT_VLLM_MODEL") or None,

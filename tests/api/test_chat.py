@@ -40,7 +40,7 @@ def server(tmp_path_factory, tiny_model_dir):
 def client(server, tiny_model_dir, tmp_path_factory):
     key = server.create_key("chat-org")
     root = tmp_path_factory.mktemp("chat-adapters")
-    engine = create_engine(f"sqlite:///{server.home / 'openft.db'}")
+    engine = create_engine(server.env.get("OPENFT_DATABASE_URL") or f"sqlite:///{server.home / 'openft.db'}")
     with Session(engine) as session:
         org = session.scalar(select(Organization).where(Organization.name == "chat-org"))
         for index, name in enumerate(ADAPTERS):

@@ -36,7 +36,7 @@ def keys(server, tiny_model_dir, tmp_path_factory):
     """Two organizations, each with one LoRA fine-tune whose folder names its job."""
     keys = {org: server.create_key(org) for org in ("owner-org", "other-org")}
     root = tmp_path_factory.mktemp("leak-adapters")
-    engine = create_engine(f"sqlite:///{server.home / 'openft.db'}")
+    engine = create_engine(server.env.get("OPENFT_DATABASE_URL") or f"sqlite:///{server.home / 'openft.db'}")
     with Session(engine) as session:
         for index, (org_name, name) in enumerate([("owner-org", OWN), ("other-org", FOREIGN)]):
             org = session.scalar(select(Organization).where(Organization.name == org_name))

@@ -118,7 +118,7 @@ def test_dpo_beta_must_be_in_zero_to_two(beta):
 
 
 def test_unknown_method_type_and_context_limit():
-    assert validate_hyperparameters({"type": "reinforcement"})[0][0] == "method.type"
+    assert validate_hyperparameters({"type": "ppo"})[0][0] == "method.type"
     problems = validate_hyperparameters(_method({"max_seq_length": 4096}), context_length=2048)
     assert problems[0][0] == f"{HP}.max_seq_length" and "2048" in problems[0][1]
 

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from openft import __version__
 from openft.api import chat, evals, files, fine_tuning, models, moderations, openai_evals
+from openft.api import distillations as distillations_api
 from openft.api import graders as graders_api
 from openft.api.access_log import install_access_log_filter
 from openft.api.docs import docs_enabled, install_docs
@@ -100,6 +101,7 @@ def create_app(*, prepare: bool = True, embedded_worker: bool | None = None) -> 
     app.include_router(graders_api.router)
     app.include_router(openai_evals.router)
     app.include_router(moderations.router)
+    app.include_router(distillations_api.router)
     app.include_router(chat.router)
     app.include_router(web_routes.router)  # the dashboard: / redirects to /ui/
 

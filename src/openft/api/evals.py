@@ -1,5 +1,6 @@
-"""Evaluations API (an openft extension): compare zero-shot, few-shot, retrieval few-shot, fine-tuned models and
-an external endpoint on a held-out file; reports and the fine-tune-or-prompt advice."""
+"""Evaluations API (an openft extension): compare zero-shot, few-shot, retrieval few-shot, RAG over uploaded
+documents, function calling, fine-tuned models (alone and with RAG) and an external endpoint on a held-out file;
+reports and the fine-tune-or-prompt advice. Request fields are checked in openft.evals.requests."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from openft.api.auth import current_org
 from openft.api.errors import OpenAIError, bad_request, not_found
 from openft.evals import jobs as eval_jobs
 from openft.evals.advisor import advise
+from openft.evals.forgetting import summary as forgetting_summary
 from openft.evals.report import FORMATS, build_report, render
 from openft.evals.requests import EvalRequestError, advice_settings, check_request, public_config
 from openft.pricing import UnknownModelPrice
@@ -56,6 +58,7 @@ def summary(results: dict[str, Any] | None) -> dict[str, Any] | None:
             }
             for s in results["strategies"]
         ],
+        "forgetting": forgetting_summary(results),  # None when no fine-tuned model was checked
     }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from typing import Annotated, Literal
 
@@ -29,6 +31,7 @@ PURPOSES = ("fine-tune", "batch", "evals", "user_data", "assistants", "vision")
 MIN_EXPIRY_SECONDS = 3600
 MAX_EXPIRY_SECONDS = 30 * 24 * 3600
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries and form fields around the file's bytes
+DISCONNECT_POLL_S = 0.25  # how often an upload being validated checks that its client is still there
 Org = Annotated[Organization, Depends(current_org)]
 
 
@@ -105,7 +108,7 @@ async def create_file(request: Request, org: Org) -> FileObject:
     except FormParserError as exc:
         raise bad_request(f"Malformed multipart body: {exc}") from None
     try:
-        return await _store_upload(upload, partial, blobs, storage_key, org)
+        return await _store_upload(upload, partial, blobs, storage_key, org, request)
     except BaseException:
         partial.unlink(missing_ok=True)
         blobs.path(storage_key).unlink(missing_ok=True)
@@ -120,7 +123,33 @@ def _too_large(limit: int) -> Exception:
     )
 
 
-async def _store_upload(upload, destination, blobs: BlobStore, storage_key: str, org: Organization) -> FileObject:
+async def _validate_in_worker(request: Request, path, model: str):
+    """Validate in a worker process (openft.data.validation_pool), so the CPU work never holds this process's
+    GIL, within OPENFT_VALIDATION_TIMEOUT_SECONDS; the worker is killed as soon as the client disconnects."""
+    from openft.data.validation_pool import ValidationAbandoned, validate_isolated
+
+    abandon = threading.Event()
+    work = asyncio.ensure_future(run_in_threadpool(validate_isolated, path, model, abandon))
+    try:
+        while True:
+            done, _ = await asyncio.wait({work}, timeout=DISCONNECT_POLL_S)
+            if done:
+                return work.result()
+            if await request.is_disconnected():
+                abandon.set()
+                try:
+                    await work
+                except ValidationAbandoned:
+                    pass
+                raise bad_request("The client disconnected before validation finished; nothing was stored.",
+                                  param="file")
+    finally:
+        abandon.set()  # a cancelled request (server shutting down) stops its worker too
+
+
+async def _store_upload(
+    upload, destination, blobs: BlobStore, storage_key: str, org: Organization, request: Request
+) -> FileObject:
     if upload.file_parts != 1 or upload.filename is None:
         raise bad_request("Missing required parameter: 'file' (send exactly one file part).", param="file")
     purpose = upload.fields.get("purpose")
@@ -139,12 +168,11 @@ async def _store_upload(upload, destination, blobs: BlobStore, storage_key: str,
     expires_at = _expiry(upload.fields, created_at)
     status, details, report = "processed", None, None
     if purpose == "fine-tune":
-        # Imported here: it pulls in the tokenizer stack, which other purposes never need.
-        from openft.data.validation_service import UnknownValidationModel, validate_training_file
+        from openft.data.validation_service import UnknownValidationModel
 
         model = upload.fields.get("model") or get_settings().validation_model
         try:
-            outcome = await run_in_threadpool(validate_training_file, destination, model)
+            outcome = await _validate_in_worker(request, destination, model)
         except UnknownValidationModel as exc:
             raise bad_request(f"{exc} List base models with GET /v1/models.", param="model") from None
         status, details, report = outcome.status, outcome.status_details, outcome.report

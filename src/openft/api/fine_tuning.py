@@ -21,6 +21,7 @@ from openft.training.queue_kinds import TRAIN
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
 Org = Annotated[Organization, Depends(current_org)]
 OPENAI_HYPERPARAMETERS = ("batch_size", "learning_rate_multiplier", "n_epochs")
+RFT_HYPERPARAMETERS = ("compute_multiplier", "eval_interval", "eval_samples")
 REQUEST_FIELDS = {"model", "training_file", "validation_file", "suffix", "seed", "metadata", "integrations",
                   "hyperparameters", "method"}
 
@@ -30,7 +31,8 @@ def job_to_wire(job: FineTuningJob) -> dict[str, Any]:
     given = dict(job.method.get(method_type, {}).get("hyperparameters", {}))
     shown = {**given, **(job.resolved_hyperparameters or {})}
     if not job.resolved_hyperparameters:
-        for name in OPENAI_HYPERPARAMETERS + (("beta",) if method_type == "dpo" else ()):
+        extra = {"dpo": ("beta",), "reinforcement": RFT_HYPERPARAMETERS}.get(method_type, ())
+        for name in OPENAI_HYPERPARAMETERS + extra:
             shown.setdefault(name, "auto")
     return {
         "id": job.id,
@@ -51,7 +53,8 @@ def job_to_wire(job: FineTuningJob) -> dict[str, Any]:
         "estimated_finish": job.estimated_finish if job.status == "running" else None,
         "integrations": job.integrations,
         "metadata": job.job_metadata,
-        "method": {"type": method_type, method_type: {"hyperparameters": shown}},
+        # the method as given (a reinforcement job's grader included), with the hyperparameters as resolved
+        "method": {"type": method_type, method_type: {**job.method.get(method_type, {}), "hyperparameters": shown}},
         "user_provided_suffix": job.suffix,
     }
 

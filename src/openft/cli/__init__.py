@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from openft.cli import chat, evals, export, files, jobs, keys, models, moderation, oai_evals, serve, validate, worker
+from openft.cli import distill as distill_cli
 from openft.cli import graders as graders_cli
 from openft.config import SettingsError
 
@@ -26,6 +27,7 @@ app.add_typer(files.app, name="files")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(models.app, name="models")
 app.add_typer(moderation.app, name="moderation")
+app.add_typer(distill_cli.app, name="distill")
 app.command("chat")(chat.chat)
 app.command("export")(export.export)
 

@@ -66,6 +66,8 @@ def _print_summary(run: dict[str, Any]) -> None:
                 f"  {position}. {name}: {summary['metric']} {quality:.3f}, "
                 f"{s['mean_prompt_tokens'] or 0:.0f} prompt tokens, p50 {s['latency_p50_s'] or 0:.3f} s"
             )
+        for change in (summary.get("forgetting") or {}).get("comparisons", []):
+            typer.echo(f"  {'WARNING: ' if change['forgot'] else ''}{change['verdict']}")
 
 
 @eval_app.command("create")
@@ -79,6 +81,14 @@ def create(
     k: int = typer.Option(3, "--k", help="Few-shot examples per prompt."),
     max_tokens: int = typer.Option(256, "--max-tokens"),
     max_examples: int = typer.Option(None, "--max-examples", help="Evaluate only the first N examples."),
+    document: list[str] = typer.Option([], "--document", help="Knowledge document file id for RAG (repeatable)."),
+    rag_k: int = typer.Option(None, "--rag-k", help="Passages retrieved per question by RAG (default 3)."),
+    tool_choice: str = typer.Option(None, "--tool-choice", help="auto or required, for held-out examples with tools."),
+    rival: list[str] = typer.Option([], "--rival", help="Another (bigger) base model to compare with (repeatable)."),
+    forgetting_check: bool = typer.Option(
+        True, "--forgetting-check/--no-forgetting-check", help="Score fine-tuned models and bases on the general set."
+    ),
+    forgetting_items: int = typer.Option(None, "--forgetting-items", help="General-set items (default 100, max 400)."),
     wait: bool = typer.Option(False, "--wait", help="Wait until it finishes and print the ranking."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     base_url: str = BaseUrl,
@@ -92,6 +102,12 @@ def create(
         "strategies": strategy or None,
         "metrics": metric or None,
         "max_examples": max_examples,
+        "documents": document or None,
+        "rag_k": rag_k,
+        "tool_choice": tool_choice,
+        "rival_models": rival or None,
+        "forgetting_check": None if forgetting_check else False,
+        "forgetting_items": forgetting_items,
     }
     body.update({key: value for key, value in optional.items() if value is not None})
     with _client(base_url, api_key) as client:

@@ -45,6 +45,7 @@ CODES: dict[str, Code] = {
         Code("mixed_formats", _E, "a line uses a different format than the rest of the file"),
         Code("too_few_examples", _E, "fewer valid examples than the minimum (10, as OpenAI requires)"),
         Code("internal_error", _E, "the validator itself failed on this line (a bug: please report it)"),
+        Code("validation_timeout", _E, "validation ran out of its time budget before the end of the file"),
         # chat examples
         Code("unrecognized_key", _W, "an example has a top-level key that is ignored"),
         Code("invalid_content_type", _E, "content is neither a string nor a list of text parts"),

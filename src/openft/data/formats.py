@@ -1,4 +1,8 @@
-"""The three training-file formats: how a line is recognised and what makes an example valid."""
+"""The training-file formats: how a line is recognised and what makes an example valid.
+
+`rft` (reinforcement fine-tuning) lines are chat prompts without the answer: `messages` end with a user or
+developer message, and every other top-level field is kept for the grader (`{{item.*}}`).
+"""
 
 from __future__ import annotations
 
@@ -14,8 +18,9 @@ from openft.data.messages import (
     json_kind,
 )
 
-Format = Literal["chat", "dpo", "completion"]
-FORMATS: tuple[Format, ...] = ("chat", "dpo", "completion")
+Format = Literal["chat", "dpo", "completion", "rft"]
+FORMATS: tuple[Format, ...] = ("chat", "dpo", "completion", "rft")
+RFT_PROMPT_ROLES = ("user", "developer")
 
 CHAT_KEYS = {"messages", "tools", "parallel_tool_calls", "functions"}
 DPO_KEYS = {"input", "preferred_output", "non_preferred_output"}
@@ -24,7 +29,8 @@ COMPLETION_KEYS = {"prompt", "completion"}
 
 FORMAT_SHAPES = (
     '{"messages": [...]} (chat), {"input": {"messages": [...]}, "preferred_output": [...], '
-    '"non_preferred_output": [...]} (preference/DPO) or {"prompt": "...", "completion": "..."} (legacy)'
+    '"non_preferred_output": [...]} (preference/DPO), {"prompt": "...", "completion": "..."} (legacy) or '
+    '{"messages": [..., {"role": "user", ...}], "<grader field>": ...} (reinforcement)'
 )
 
 
@@ -37,12 +43,25 @@ def detect_format(example: dict) -> Format | None:
     if "preferred_output" in example or "non_preferred_output" in example:
         return "dpo"
     if "messages" in example:
-        return "chat"
+        return "rft" if _looks_like_rft(example) else "chat"
     if "input" in example:
         return "dpo"
     if "prompt" in example or "completion" in example:
         return "completion"
     return None
+
+
+def _looks_like_rft(example: dict) -> bool:
+    """A prompt waiting for its answer: the last message is from the user (or developer), and either no
+    assistant message came before it or the line carries fields for a grader. A chat line that merely ends
+    with a stray user turn (and has no extra fields) stays a chat line, with its warning."""
+    messages = example.get("messages")
+    if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict):
+        return False
+    if messages[-1].get("role") not in RFT_PROMPT_ROLES:
+        return False
+    has_assistant = any(isinstance(m, dict) and m.get("role") == "assistant" for m in messages)
+    return not has_assistant or bool(example.keys() - CHAT_KEYS)
 
 
 def _warn_unrecognized(example: dict, allowed: set[str], issues: Issues, path: str | None = None) -> None:
@@ -165,9 +184,24 @@ def check_completion(example: dict, issues: Issues) -> None:
         issues.add("missing_completion", "completion", f"completion must be non-empty text, got {got}")
 
 
+def check_rft(example: dict, issues: Issues) -> Conversation:
+    """A reinforcement fine-tuning prompt: its messages are checked like chat messages; extra top-level
+    fields are the grader's `item` and are kept, not warned about."""
+    tool_names = _check_tool_context(example, issues, None)
+    return check_messages(
+        example["messages"],
+        issues,
+        "messages",
+        tool_names=tool_names,
+        parallel_tool_calls=example.get("parallel_tool_calls"),
+    )
+
+
 def check_example(example: dict, fmt: Format, issues: Issues) -> None:
     if fmt == "chat":
         check_chat(example, issues)
+    elif fmt == "rft":
+        check_rft(example, issues)
     elif fmt == "dpo":
         check_dpo(example, issues)
     else:

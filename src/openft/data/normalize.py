@@ -50,7 +50,7 @@ def conversation_for(example: dict, fmt: Format) -> TemplateInput | None:
     For preference examples this is the prompt followed by the preferred output, which is what
     token statistics count.
     """
-    if fmt == "chat":
+    if fmt in ("chat", "rft"):  # an RFT prompt: its messages only, nothing trained
         return TemplateInput(_modern_messages(example["messages"]), _tools(example))
     if fmt == "dpo":
         prompt = example["input"]

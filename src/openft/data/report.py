@@ -112,7 +112,7 @@ class ModerationSummary(BaseModel):
 
 
 class ValidationReport(BaseModel):
-    format: Literal["chat", "dpo", "completion"] | None = None
+    format: Literal["chat", "dpo", "completion", "rft"] | None = None
     ok: bool = False
     errors: list[LineError] = Field(default_factory=list)  # the first `max_issues`, in line order
     warnings: list[LineError] = Field(default_factory=list)

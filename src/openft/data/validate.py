@@ -11,6 +11,7 @@ kept errors and warnings (all of them are still counted).
 from __future__ import annotations
 
 import hashlib
+import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -40,7 +41,13 @@ _NOT_AN_EXAMPLE = 0  # blank, unreadable, or not a JSON object
 _UNKNOWN_FORMAT = 255
 _FORMAT_CODE = {fmt: index + 1 for index, fmt in enumerate(FORMATS)}
 _UNKNOWN_FORMAT_CODE = {None: "missing_messages_list", "chat": "missing_messages_list"}
-_UNKNOWN_FORMAT_CODE |= {"dpo": "dpo_missing_input", "completion": "missing_prompt"}
+_UNKNOWN_FORMAT_CODE |= {"dpo": "dpo_missing_input", "completion": "missing_prompt", "rft": "missing_messages_list"}
+# (file format, line format) -> (code, message) for lines that belong to a neighbouring format
+_MISFIT = {
+    ("chat", "rft"): ("example_missing_assistant_message", "add at least one assistant message for the model to learn"),
+    ("rft", "chat"): ("mixed_formats", "the last message is from the assistant, but this file holds reinforcement "
+                      "fine-tuning prompts: each must end with a user or developer message for the model to answer"),
+}
 
 
 @dataclass
@@ -93,6 +100,7 @@ class _Validator:
         self.warnings = _Kept(max_issues)
         self.line_kinds = bytearray()
         self.n_lines = 0
+        self.stopped_after: float | None = None  # seconds, when the time budget ran out before the end of the file
         self.n_examples = 0
         self.first_detected: Format | None = None
         self.by_format = {fmt: _FormatStats() for fmt in FORMATS}
@@ -187,7 +195,7 @@ class _Validator:
             stats.billable_tokens += min(limit, tokens.total)
         stats.n_valid += 1
         stats.first_valid_line = stats.first_valid_line or line
-        if fmt == "chat":
+        if fmt in ("chat", "rft"):
             stats.messages.add(len(example["messages"]))
         elif fmt == "dpo":
             stats.messages.add(len(example["input"]["messages"]) + len(example["preferred_output"]))
@@ -204,6 +212,9 @@ class _Validator:
 
     def _file_format(self) -> Format | None:
         valid = [(s.first_valid_line, fmt) for fmt, s in self.by_format.items() if s.first_valid_line]
+        chat, rft = self.by_format["chat"].n_valid, self.by_format["rft"].n_valid
+        if chat and rft:  # a chat file with a line missing its answer, or RFT prompts with one answered: majority
+            return "rft" if rft > chat else "chat"
         return min(valid)[1] if valid else self.first_detected
 
     def _deferred_errors(self, file_format: Format | None) -> _Kept:
@@ -217,13 +228,19 @@ class _Validator:
             if kind == _UNKNOWN_FORMAT:
                 code = _UNKNOWN_FORMAT_CODE[file_format]
                 message = f"the line matches no training format; expected {FORMAT_SHAPES}"
+            elif (file_format, names[kind]) in _MISFIT:
+                code, message = _MISFIT[(file_format, names[kind])]
             else:
                 code = "mixed_formats"
                 message = f"this is a {names[kind]} example, but the file holds {file_format} examples"
-            deferred.add(LineError(line=index + 1, code=code, message=message))
+            field = "messages" if (file_format, names.get(kind)) in _MISFIT else None
+            deferred.add(LineError(line=index + 1, code=code, message=message, field=field))
         return deferred
 
     def _file_errors(self, n_valid: int) -> list[LineError]:
+        if self.stopped_after is not None:
+            # The rest of the file was never read: the counts behind empty_file / too_few_examples are partial.
+            return [timeout_error(self.stopped_after, self.n_lines)]
         if self.n_examples == 0:
             return [LineError(line=None, code="empty_file", message="the file holds no examples")]
         if n_valid < self.min_examples:
@@ -305,9 +322,28 @@ def _validate(raw_lines: Iterable[RawLine], options: dict[str, Any]) -> Validati
         options.get("moderate", True),
     )
     max_line_bytes = options.get("max_line_bytes", DEFAULT_MAX_LINE_BYTES)
+    deadline = options.get("deadline")  # time.monotonic() value; past it, validation stops after the current line
+    started = time.monotonic()
     for raw in raw_lines:
         validator.feed(raw.data, raw.size, max_line_bytes)
+        if deadline is not None and time.monotonic() > deadline:
+            validator.stopped_after = deadline - started  # the budget
+            break
     return validator.finish()
+
+
+def timeout_error(budget: float, lines_checked: int | None) -> LineError:
+    """The whole-file error of a validation that ran out of its time budget (OPENFT_VALIDATION_TIMEOUT_SECONDS)."""
+    if lines_checked is None:
+        where = "it was stopped while checking a line, so the file was not fully checked"
+    else:
+        where = f"it stopped after line {lines_checked:,}; the lines after it were not checked"
+    return LineError(
+        line=None,
+        code="validation_timeout",
+        message=f"validation ran out of time (budget {budget:.3g} s, OPENFT_VALIDATION_TIMEOUT_SECONDS): {where}. "
+        "The file is stored; split it into smaller files, or ask the operator to raise the budget",
+    )
 
 
 def validate_lines(
@@ -321,11 +357,14 @@ def validate_lines(
     max_issues: int = DEFAULT_MAX_ISSUES,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     moderate: bool = True,
+    deadline: float | None = None,
 ) -> ValidationReport:
     """Validate an iterable of raw lines (bytes, with or without their newline). Each line is held only
     while it is checked. Pass `openai_encodings=()` to skip OpenAI token counting and `min_examples=1`
     for a validation file (OpenAI's minimum of 10 applies to training files), `moderate=False` to skip the
-    moderation scan (personal data, secrets, harmful content; docs/moderation.md).
+    moderation scan (personal data, secrets, harmful content; docs/moderation.md). `deadline` (a
+    `time.monotonic()` value) stops validation after the line being checked when it passes: the report then
+    covers the lines read so far and holds a `validation_timeout` error.
     """
     options = {
         "tokenizer": tokenizer,
@@ -335,6 +374,7 @@ def validate_lines(
         "min_examples": min_examples,
         "max_issues": max_issues,
         "moderate": moderate,
+        "deadline": deadline,
     }
     raw_lines = (RawLine(data if len(data) <= max_line_bytes else None, len(data)) for data in lines)
     return _validate(raw_lines, options)

@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from openft.evals.forgetting import advice as forgetting_advice
 from openft.evals.paired import all_pairs
+from openft.evals.rivals import rival_verdicts
 from openft.pricing import (
     AdvisorInputs,
     LocalCompute,
@@ -40,6 +42,7 @@ class TrainingRun:
     trained_tokens: int  # billable tokens over all epochs
     seconds: float  # wall-clock training time
     job_id: str | None = None
+    teacher_cost: Decimal = Decimal(0)  # a distilled training file's teacher tokens, paid once (evals.distill)
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,10 @@ class AdviceSettings:
 
 
 def hosted_model_for(strategy: dict[str, Any], mapping: dict[str, str | None]) -> str | None:
-    for key in (strategy["name"], strategy["kind"]):
+    keys = [strategy["name"], strategy["kind"]]
+    if strategy["kind"] == "rag-fine-tuned":  # hosted as its fine-tuned model, with RAG's longer prompts
+        keys += [strategy["model"], "fine-tuned"]
+    for key in keys:
         if key in mapping:
             return mapping[key]
     if strategy["kind"] == "external":
@@ -105,7 +111,8 @@ def training_run_from_results(results: dict[str, Any]) -> TrainingRun | None:
     recorded = results.get("training")
     if not recorded:
         return None
-    return TrainingRun(int(recorded["trained_tokens"]), float(recorded["seconds"]), recorded.get("job_id"))
+    return TrainingRun(int(recorded["trained_tokens"]), float(recorded["seconds"]), recorded.get("job_id"),
+                       Decimal(str(recorded.get("teacher_cost_usd") or 0)))
 
 
 def paired_verdicts(comparisons: list[dict[str, Any]]) -> dict[tuple[str, str], PairedVerdict]:
@@ -133,6 +140,8 @@ def advisor_inputs(
             local_training = Decimal(str(run.seconds)) * per_device / Decimal(3600)
         else:
             local_training = local_compute_cost(run.seconds, settings.device, settings.n_devices)
+        hosted_training += run.teacher_cost  # the training data cost the same whichever way the student runs
+        local_training += run.teacher_cost
     return AdvisorInputs(
         strategies=measurements(results, settings),
         requests_per_day=settings.requests_per_day,
@@ -179,6 +188,21 @@ def _recommendation(rec: Recommendation) -> dict[str, Any]:
     }
 
 
+def _add_forgetting_and_rivals(
+    recommendations: dict[str, dict[str, Any]], forgetting: dict[str, Any] | None, rivals: list[dict[str, Any]]
+) -> None:
+    """The reasons end with the rival verdicts and, when the pick is a fine-tuned model that lost general
+    ability (or a RAG strategy on one), the forgetting warning; the headline says so too."""
+    forgetful = set((forgetting or {}).get("forgetful_models") or [])
+    for rec in recommendations.values():
+        rec["reasons"].extend(r["verdict"] for r in rivals)
+        choice = rec["choice"].removeprefix("rag+")
+        if choice in forgetful:
+            rec["headline"] += " Warning: it forgot some general ability (see the forgetting check)."
+            warnings = [c for c in forgetting["comparisons"] if c["forgot"] and c["fine_tuned"] == choice]
+            rec["reasons"].extend(f"Warning: {c['verdict']}" for c in warnings)
+
+
 def advise(results: dict[str, Any], settings: AdviceSettings | None = None) -> dict[str, Any]:
     """Costs of every strategy (local and hosted), the one-time training cost, break-even volumes and the
     recommendation for each deployment, as JSON-ready numbers (USD as floats)."""
@@ -202,6 +226,9 @@ def advise(results: dict[str, Any], settings: AdviceSettings | None = None) -> d
     recommendations = {"local": _recommendation(local)}
     if any(m.hosted_model for m in inputs.strategies):
         recommendations["hosted"] = _recommendation(recommend(inputs, "hosted"))
+    forgetting = forgetting_advice(results)
+    rivals = rival_verdicts(results, comparisons)
+    _add_forgetting_and_rivals(recommendations, forgetting, rivals)
     run = settings.training or training_run_from_results(results)
     return {
         "inputs": {
@@ -219,10 +246,13 @@ def advise(results: dict[str, Any], settings: AdviceSettings | None = None) -> d
             "trained_tokens": run.trained_tokens if run else None,
             "seconds": run.seconds if run else None,
             "job_id": run.job_id if run else None,
+            "teacher_cost": _money(run.teacher_cost) if run else None,  # included in both costs below
             "hosted_cost": _money(inputs.hosted_training_cost),
             "local_cost": _money(inputs.local_training_cost),
         },
         "costs": costs,
         "comparisons": comparisons,  # paired tests of every pair of strategies (evals.paired)
+        "forgetting": forgetting,  # fine-tuned models against their bases on the general set (evals.forgetting)
+        "rivals": rivals,  # does each fine-tuned model match each rival (bigger base model, external endpoint)?
         "recommendations": recommendations,
     }

@@ -16,6 +16,7 @@ class ChatReply(NamedTuple):
     text: str
     usage: dict[str, int]  # prompt_tokens, completion_tokens as the model's server counted them
     latency_s: float
+    tool_calls: list[dict[str, Any]] | None = None  # the message's tool calls, OpenAI-shaped, when it made any
 
 
 class ChatFn(Protocol):
@@ -25,7 +26,8 @@ class ChatFn(Protocol):
 def reply_from_completion(completion: dict[str, Any], latency_s: float) -> ChatReply:
     """A ChatReply from an OpenAI chat.completion dict."""
     choice = (completion.get("choices") or [{}])[0]
-    text = (choice.get("message") or {}).get("content") or ""
+    message = choice.get("message") or {}
+    text = message.get("content") or ""
     usage = completion.get("usage") or {}
     return ChatReply(
         text,
@@ -34,6 +36,7 @@ def reply_from_completion(completion: dict[str, Any], latency_s: float) -> ChatR
             "completion_tokens": int(usage.get("completion_tokens") or 0),
         },
         latency_s,
+        message.get("tool_calls") or None,
     )
 
 

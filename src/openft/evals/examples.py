@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from openft.evals.tool_calls import render_calls
+
 # Keys a chat message may carry to a model; openft's training-only keys (e.g. "weight") are dropped.
 _WIRE_KEYS = ("role", "content", "name", "tool_calls", "tool_call_id")
 
@@ -34,7 +36,9 @@ def wire_message(message: dict[str, Any]) -> dict[str, Any]:
 @dataclass(frozen=True)
 class EvalExample:
     prompt: list[dict[str, Any]]  # the conversation up to (not including) the reference answer
-    reference: str  # the last assistant message's text
+    reference: str  # the last assistant message's text (its tool calls as `name({...})` when it makes calls)
+    tools: list[dict[str, Any]] | None = None  # the line's tool definitions, sent by tool-calling strategies
+    tool_calls: list[dict[str, Any]] | None = None  # the calls the last assistant message makes (expected)
 
     @property
     def system(self) -> list[dict[str, Any]]:
@@ -64,12 +68,20 @@ def parse_example(record: Any, line: int) -> EvalExample:
     if last is None:
         raise EvalDataError(f"line {line}: no assistant message to use as the reference answer")
     reference = content_text(messages[last].get("content"))
+    expected_calls = messages[last].get("tool_calls") or None
+    if expected_calls is not None:
+        if not isinstance(expected_calls, list) or not render_calls(expected_calls):
+            raise EvalDataError(f"line {line}: the last assistant message's 'tool_calls' is not a list of calls")
+        reference = render_calls(expected_calls)  # the calls are what is compared, not any text beside them
     if not reference.strip():
         raise EvalDataError(f"line {line}: the last assistant message has no text content to compare against")
+    tools = record.get("tools") or None
+    if tools is not None and not (isinstance(tools, list) and all(isinstance(t, dict) for t in tools)):
+        raise EvalDataError(f"line {line}: 'tools' must be a list of tool definitions")
     prompt = [wire_message(m) for m in messages[:last]]
     if not any(m["role"] == "user" for m in prompt):
         raise EvalDataError(f"line {line}: no user message before the reference answer")
-    return EvalExample(prompt=prompt, reference=reference)
+    return EvalExample(prompt=prompt, reference=reference, tools=tools, tool_calls=expected_calls)
 
 
 def load_examples(path: Path, limit: int | None = None) -> list[EvalExample]:

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, object_session
 from openft.config import get_settings
 from openft.evals.chat import LocalChat, OpenAIChat
 from openft.evals.examples import load_examples
+from openft.evals.forgetting import DEFAULT_ITEMS, ForgettingSettings
 from openft.evals.queue_kind import EVALUATION
 from openft.evals.requests import CheckedRequest, reveal_api_keys
 from openft.evals.runner import EvalCancelled, EvalSettings, JudgeSettings, run_evaluation
@@ -99,6 +100,16 @@ def _file_path(organization_id: str, file_id: str):
         return BlobStore(get_settings().files_dir).path(row.storage_key)
 
 
+def _passages(organization_id: str, file_ids: list[str]):
+    """The RAG passages of the run's knowledge documents (evals.documents); none without documents."""
+    if not file_ids:
+        return []
+    from openft.evals.documents import document_chunks
+
+    with session_scope() as session:
+        return document_chunks(session, organization_id, file_ids)
+
+
 def settings_from_config(config: dict[str, Any]) -> EvalSettings:
     judge = config.get("judge")
     return EvalSettings(
@@ -111,6 +122,12 @@ def settings_from_config(config: dict[str, Any]) -> EvalSettings:
         max_tokens=config.get("max_tokens", 256),
         seed=config.get("seed", 0),
         external_model=(config.get("external") or {}).get("model"),
+        rag_k=config.get("rag_k") or 3,
+        tool_choice=config.get("tool_choice") or "auto",
+        rival_models=config.get("rival_models") or [],
+        forgetting=ForgettingSettings(
+            enabled=config.get("forgetting_check", True), n_items=config.get("forgetting_items") or DEFAULT_ITEMS
+        ),
         judge=None
         if not judge
         else JudgeSettings(
@@ -135,7 +152,14 @@ def training_record(organization_id: str, fine_tuned_models: list[str]) -> dict[
             job = session.get(FineTuningJob, job_id) if job_id else None
             if job is not None and job.trained_tokens:
                 seconds = (job.finished_at - job.started_at) if job.started_at and job.finished_at else 0
-                return {"job_id": job.id, "trained_tokens": job.trained_tokens, "seconds": float(seconds)}
+                record = {"job_id": job.id, "trained_tokens": job.trained_tokens, "seconds": float(seconds)}
+                # A training file that came out of a distillation also cost the teacher's tokens (one time).
+                from openft.evals.distill.objects import teacher_cost_of_file
+
+                teacher = teacher_cost_of_file(session, organization_id, job.training_file)
+                if teacher is not None:
+                    record["distillation_id"], record["teacher_cost_usd"] = teacher
+                return record
     return None
 
 
@@ -174,6 +198,7 @@ def execute_run(lease: Lease) -> int:
         run.started_at, run.progress = int(time.time()), {"completed": 0, "total": None}
         organization_id, config = run.organization_id, dict(run.config)
     # Imported here: the serving engine pulls in torch, which creating or listing runs never needs.
+    from openft.evals.forgetting import LocalGeneralScorer
     from openft.evals.local_models import LocalModels
     from openft.serving.backend import LocalBackend
 
@@ -187,6 +212,7 @@ def execute_run(lease: Lease) -> int:
         train = load_examples(_file_path(organization_id, config["training_file"])) if config["training_file"] else []
         external = config.get("external")
         external_chat = OpenAIChat(external["base_url"], external["api_key"]) if external else None
+        passages = _passages(organization_id, config.get("documents") or [])
         results = run_evaluation(
             settings_from_config(config),
             examples,
@@ -196,6 +222,9 @@ def execute_run(lease: Lease) -> int:
             judge_chat=_judge_chat(config.get("judge"), chat),
             on_progress=progress.update,
             should_stop=progress.should_stop,
+            passages=passages,
+            # Scored after the strategies; the serving engines are closed first so no weights are held twice.
+            general_scorer=LocalGeneralScorer(organization_id, before_loading=models.close),
         )
         results["training"] = training_record(organization_id, config.get("fine_tuned_models") or [])
         _finish(lease, status="succeeded", results=results)

@@ -17,6 +17,20 @@ from openft.store.db import session_scope
 from openft.store.tables import FineTuningJob
 
 
+def fine_tuned_weights(organization_id: str, name: str) -> tuple[str, Path, bool]:
+    """(base model, weights folder, is LoRA) of a fine-tuned model or checkpoint of the organization."""
+    with session_scope() as session:
+        model = job_store.get_fine_tuned_model(session, organization_id, name)
+        if model is not None:
+            return model.base_model, Path(model.path), model.kind == "lora"
+        checkpoint = job_store.get_checkpoint_by_model(session, organization_id, name)
+        if checkpoint is not None:
+            job = session.get(FineTuningJob, checkpoint.job_id)
+            path = Path(checkpoint.path)
+            return job.model, path, (path / "adapter_config.json").is_file()
+    raise ModelNotFound(name)
+
+
 class LocalModels:
     """`route(name)`: a ModelRouter for openft.serving.backend.LocalBackend, scoped to one organization."""
 
@@ -42,17 +56,7 @@ class LocalModels:
         return self.adapter_paths[key]
 
     def _fine_tuned(self, name: str) -> tuple[str, Path, bool]:
-        """(base model, weights folder, is LoRA) of a fine-tuned model or checkpoint of this organization."""
-        with session_scope() as session:
-            model = job_store.get_fine_tuned_model(session, self.organization_id, name)
-            if model is not None:
-                return model.base_model, Path(model.path), model.kind == "lora"
-            checkpoint = job_store.get_checkpoint_by_model(session, self.organization_id, name)
-            if checkpoint is not None:
-                job = session.get(FineTuningJob, checkpoint.job_id)
-                path = Path(checkpoint.path)
-                return job.model, path, (path / "adapter_config.json").is_file()
-        raise ModelNotFound(name)
+        return fine_tuned_weights(self.organization_id, name)
 
     def route(self, name: str) -> ModelRoute:
         try:

@@ -7,6 +7,7 @@ from string import Template
 from typing import Any
 
 from openft.evals import plots
+from openft.evals.forgetting_report import html_sections, markdown_sections
 from openft.evals.paired import best_vs_others
 from openft.evals.report_template import HTML_TEMPLATE
 
@@ -156,6 +157,8 @@ def to_markdown(report: dict[str, Any]) -> str:
                     volume = b["requests_per_month"]
                     when = "never (not cheaper per request)" if volume is None else f"{volume:,.0f} requests/month"
                     out.append(f"- {deployment}: {b['fine_tuned']} vs {b['baseline']}: {when}")
+    out += [line for note in rag_and_tool_notes(results) for line in ("", note)]
+    out += markdown_sections(results, advice)  # rivals and the forgetting check (evals.forgetting_report)
     out += _markdown_comparisons(results)
     out += ["", "## Sample predictions", ""]
     for sample in results["samples"][:5]:
@@ -163,6 +166,42 @@ def to_markdown(report: dict[str, Any]) -> str:
         for name, pred in sample["predictions"].items():
             out.append(f"  - {name}: {pred['text'][:200]!r}")
     return "\n".join(out) + "\n"
+
+
+def _mean(s: dict[str, Any] | None, key: str) -> float | None:
+    values = (s or {}).get(key)
+    return values["mean"] if values else None
+
+
+def rag_and_tool_notes(results: dict[str, Any]) -> list[str]:
+    """Sentences on what RAG retrieved from and what it cost in prompt tokens and latency, and on tool calling."""
+    notes = []
+    by_name = {s["name"]: s for s in results["strategies"]}
+    rag = results.get("rag")
+    if rag:
+        parts = []
+        for s in results["strategies"]:
+            if s["kind"] not in ("rag", "rag-fine-tuned"):
+                continue
+            plain = by_name.get("zero-shot" if s["kind"] == "rag" else s["model"])
+            tokens, plain_tokens = _mean(s, "prompt_tokens"), _mean(plain, "prompt_tokens")
+            extra = f"+{tokens - plain_tokens:.0f} prompt tokens per request over {plain['name']}" if (
+                tokens is not None and plain_tokens is not None) else "prompt tokens as in the table"
+            retrieval = (s.get("retrieval_s") or {}).get("p50")
+            took = "" if retrieval is None else f", retrieval p50 {retrieval * 1000:.0f} ms (in its latency)"
+            parts.append(f"{s['name']}: {extra}{took}")
+        notes.append(
+            f"RAG: the top {rag['k']} of {rag['n_passages']} passages from {rag['n_documents']} document(s) "
+            f"per question (paragraphs packed to at most {rag['max_words']} words, long ones cut with "
+            f"{rag['overlap_words']} words of overlap; all-MiniLM-L6-v2 cosine). " + "; ".join(parts) + "."
+        )
+    if results.get("n_tool_examples"):
+        notes.append(
+            f"Function calling: {results['n_tool_examples']} of {results['n_examples']} held-out examples carry tool "
+            "definitions; function-calling (base model), the fine-tuned models and external endpoints receive them, "
+            "and tool-call metrics compare the calls made with the expected ones (name, arguments as JSON)."
+        )
+    return notes
 
 
 def comparison_verdict(c: dict[str, Any]) -> str:
@@ -305,10 +344,11 @@ def to_html(report: dict[str, Any]) -> str:
             f"k = {results['k']} shots, primary metric {results['primary_metric']}."
         ),
         recommendation=recommendation,
-        strategies=_html_table(strategy_header(report), strategy_rows(report), "strategies"),
+        strategies=_html_table(strategy_header(report), strategy_rows(report), "strategies")
+        + "".join(f'<p class="note">{escape(note)}</p>' for note in rag_and_tool_notes(results)),
         plots="".join(f'<figure class="chart">{svg}</figure>' for svg in report_plots(report)),
         costs=costs,
-        comparisons=_html_comparisons(results),
+        comparisons=html_sections(results, advice) + _html_comparisons(results),
         samples=_html_table(["input", "reference", *results["ranking"]], samples, "samples"),
     )
 

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from openft.config import get_settings
+from openft.evals.documents import MAX_DOCUMENTS, DocumentFileError, document_chunks
 from openft.evals.examples import EvalDataError, load_examples
 from openft.evals.runner import JUDGE_METRIC, known_metrics
 from openft.evals.strategies import KINDS
@@ -40,7 +41,14 @@ FIELDS = (
     "external",
     "judge",
     "metadata",
+    "documents",
+    "rag_k",
+    "tool_choice",
+    "rival_models",
+    "forgetting_check",
+    "forgetting_items",
 )
+TOOL_CHOICES = ("auto", "required")  # how the function-calling and fine-tuned strategies use tools
 
 
 class EvalRequestError(ValueError):
@@ -210,19 +218,30 @@ def check_request(session: Session, organization_id: str, body: dict[str, Any]) 
                 "model_not_found",
             )
     external = _endpoint(body, "external", ("base_url", "api_key", "model"))
+    rivals = _rival_models(body)
     judge = _endpoint(body, "judge", ("model",))
     if judge is not None and judge.get("mode", "graded") not in ("graded", "pairwise"):
         raise EvalRequestError("'judge.mode' must be 'graded' or 'pairwise'.", "judge.mode")
     if judge is not None:
         _check_judge_model(session, organization_id, judge)
 
+    documents = _documents(session, organization_id, body)
+    tools_in_eval_file = _has_tools(session, organization_id, body["eval_file"])
     strategies = _str_list(body, "strategies")
     if strategies is None:
         strategies = ["zero-shot"]
         if body.get("training_file"):
             strategies += ["few-shot", "retrieval-few-shot"]
+        if documents:
+            strategies.append("rag")
+        if tools_in_eval_file:
+            strategies.append("function-calling")
         if fine_tuned:
             strategies.append("fine-tuned")
+        if fine_tuned and documents:
+            strategies.append("rag-fine-tuned")
+        if rivals:
+            strategies.append("rival")
         if external:
             strategies.append("external")
     for index, kind in enumerate(strategies):
@@ -232,8 +251,22 @@ def check_request(session: Session, organization_id: str, body: dict[str, Any]) 
             )
     if "fine-tuned" in strategies and not fine_tuned:
         raise EvalRequestError("The fine-tuned strategy needs 'fine_tuned_models'.", "fine_tuned_models")
+    if "rival" in strategies and not rivals:
+        raise EvalRequestError("The rival strategy needs 'rival_models': base models to compare with.", "rival_models")
     if "external" in strategies and not external:
         raise EvalRequestError("The external strategy needs 'external' {base_url, api_key, model}.", "external")
+    if "rag-fine-tuned" in strategies and not fine_tuned:
+        raise EvalRequestError("The rag-fine-tuned strategy needs 'fine_tuned_models'.", "fine_tuned_models")
+    if any(k in strategies for k in ("rag", "rag-fine-tuned")) and not documents:
+        raise EvalRequestError("The RAG strategies need 'documents': file ids of knowledge documents.", "documents")
+    if "function-calling" in strategies and not tools_in_eval_file:
+        raise EvalRequestError(
+            "The function-calling strategy needs held-out examples that carry 'tools'; the eval_file has none.",
+            f"strategies[{strategies.index('function-calling')}]",
+        )
+    tool_choice = body.get("tool_choice", "auto")
+    if tool_choice not in TOOL_CHOICES:
+        raise EvalRequestError(f"'tool_choice' must be one of {', '.join(TOOL_CHOICES)}.", "tool_choice")
     needs_training = any(k in strategies for k in ("few-shot", "retrieval-few-shot"))
     if needs_training and not body.get("training_file"):
         raise EvalRequestError("Few-shot strategies need a 'training_file' to draw examples from.", "training_file")
@@ -269,8 +302,67 @@ def check_request(session: Session, organization_id: str, body: dict[str, Any]) 
         "seed": _int(body, "seed", 0, 0, None),
         "external": external,
         "judge": judge,
+        "documents": documents,
+        "rag_k": _int(body, "rag_k", 3, 1, MAX_K),
+        "tool_choice": tool_choice,
+        "rival_models": rivals,
+        **_forgetting_fields(body),
     }
     return CheckedRequest(config, metadata)
+
+
+def _rival_models(body: dict[str, Any]) -> list[str]:
+    """Other base models of the registry to run as rivals ("does the fine-tuned model match a bigger one?")."""
+    rivals = _str_list(body, "rival_models") or []
+    for index, name in enumerate(rivals):
+        try:
+            get_base_model(name)
+        except ModelNotFound:
+            raise EvalRequestError(
+                f"The rival model `{name}` is not a base model. List them with GET /v1/models; a hosted model is "
+                "compared through 'external'.",
+                f"rival_models[{index}]",
+                "model_not_found",
+            ) from None
+        if name in rivals[:index]:
+            raise EvalRequestError(f"The rival model `{name}` is named twice.", f"rival_models[{index}]")
+    return rivals
+
+
+def _forgetting_fields(body: dict[str, Any]) -> dict[str, Any]:
+    """The forgetting check's switch and size (evals.forgetting; it runs when fine-tuned models are evaluated)."""
+    from openft.evals.forgetting import DEFAULT_ITEMS, MIN_ITEMS
+    from openft.evals.general_set import full_size
+
+    enabled = body.get("forgetting_check", True)
+    if not isinstance(enabled, bool):
+        raise EvalRequestError("'forgetting_check' must be true or false.", "forgetting_check")
+    return {
+        "forgetting_check": enabled,
+        "forgetting_items": _int(body, "forgetting_items", DEFAULT_ITEMS, MIN_ITEMS, full_size()),
+    }
+
+
+def _documents(session: Session, organization_id: str, body: dict[str, Any]) -> list[str]:
+    """The knowledge documents' file ids, each checked: found, purpose user_data/assistants, text that chunks."""
+    value = body.get("documents")
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise EvalRequestError("'documents' must be a list of file ids.", "documents")
+    if not value or len(value) > MAX_DOCUMENTS:
+        raise EvalRequestError(f"'documents' must name between 1 and {MAX_DOCUMENTS} files.", "documents")
+    try:
+        document_chunks(session, organization_id, value)
+    except DocumentFileError as error:
+        raise EvalRequestError(error.message, f"documents[{error.index}]", error.code) from None
+    return value
+
+
+def _has_tools(session: Session, organization_id: str, file_id: str) -> bool:
+    """Whether any held-out example carries tool definitions (the file was checked by _file already)."""
+    row = file_store.get_file(session, organization_id, file_id)
+    return any(e.tools for e in load_examples(BlobStore(get_settings().files_dir).path(row.storage_key)))
 
 
 def public_config(config: dict[str, Any]) -> dict[str, Any]:

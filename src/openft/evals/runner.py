@@ -12,9 +12,21 @@ from typing import Any, Literal
 
 from openft.evals import metrics as metric_lib
 from openft.evals.chat import ChatFn, ChatReply
+from openft.evals.chunking import MAX_WORDS, OVERLAP_WORDS, Chunk
 from openft.evals.examples import EvalExample
+from openft.evals.forgetting import CheckCancelled, ForgettingSettings, GeneralScorer, run_check
+from openft.evals.rag import DEFAULT_RAG_K, PassageIndex
 from openft.evals.stats import mean_ci, summarize
-from openft.evals.strategies import Embedder, NearestExamples, Strategy, build_messages, fixed_shots, plan_strategies
+from openft.evals.strategies import (
+    Embedder,
+    NearestExamples,
+    Strategy,
+    build_messages,
+    fixed_shots,
+    plan_strategies,
+    tool_params,
+)
+from openft.evals.tool_calls import DEFAULT_TOOL_METRICS, TOOL_METRICS, calls_from_text, render_calls, score_tool_calls
 
 JUDGE_METRIC = "llm_judge"
 REPORT_VERSION = 1
@@ -46,10 +58,14 @@ class EvalSettings:
     external_model: str | None = None
     judge: JudgeSettings | None = None
     extra_params: dict[str, Any] = field(default_factory=dict)  # passed to every model call
+    rag_k: int = DEFAULT_RAG_K  # passages retrieved per question by the RAG strategies
+    tool_choice: Any = "auto"  # sent with the example's tools ("auto", "required" or a named function)
+    rival_models: Sequence[str] = ()  # other base models of the registry run as "rival:<model>" strategies
+    forgetting: ForgettingSettings = ForgettingSettings()  # the general-set check of fine-tuned models
 
 
 def known_metrics() -> list[str]:
-    return [*metric_lib.METRICS, JUDGE_METRIC]
+    return [*metric_lib.METRICS, *TOOL_METRICS, JUDGE_METRIC]
 
 
 def check_metrics(names: Sequence[str], has_judge: bool) -> None:
@@ -61,7 +77,12 @@ def check_metrics(names: Sequence[str], has_judge: bool) -> None:
 
 
 def choose_metrics(settings: EvalSettings, examples: Sequence[EvalExample]) -> list[str]:
-    names = list(settings.metrics) if settings.metrics else metric_lib.default_metrics([e.reference for e in examples])
+    if settings.metrics:
+        names = list(settings.metrics)
+    elif any(e.tool_calls for e in examples):  # held-out examples that expect tool calls: tool-call accuracy
+        names = list(DEFAULT_TOOL_METRICS)
+    else:
+        names = metric_lib.default_metrics([e.reference for e in examples])
     if settings.judge is not None and JUDGE_METRIC not in names:
         names.append(JUDGE_METRIC)
     check_metrics(names, settings.judge is not None)
@@ -70,13 +91,18 @@ def choose_metrics(settings: EvalSettings, examples: Sequence[EvalExample]) -> l
 
 def _record(reply: ChatReply | None, error: str | None) -> dict[str, Any]:
     if reply is None:
-        return {"text": "", "prompt_tokens": None, "completion_tokens": None, "latency_s": None, "error": error}
+        return {"text": "", "prompt_tokens": None, "completion_tokens": None, "latency_s": None, "error": error,
+                "tool_calls": None}
+    text = reply.text
+    if reply.tool_calls:  # shown as `name({...})` after any text, so reports and flips show what was called
+        text = " ".join(filter(None, [text.strip(), render_calls(reply.tool_calls)]))
     return {
-        "text": reply.text,
+        "text": text,
         "prompt_tokens": reply.usage["prompt_tokens"],
         "completion_tokens": reply.usage["completion_tokens"],
         "latency_s": reply.latency_s,
         "error": None,
+        "tool_calls": reply.tool_calls,
     }
 
 
@@ -111,6 +137,13 @@ class _Scorer:
         for name in self.names:
             if name == JUDGE_METRIC:
                 scores[name] = self._judge(strategy, predictions)
+                continue
+            if name in TOOL_METRICS:  # a model that wrote a <tool_call> block as text is read too
+                scores[name] = [
+                    0.0 if rec["error"] else score_tool_calls(
+                        name, rec.get("tool_calls") or calls_from_text(rec["text"]), ex.tool_calls)
+                    for rec, ex in zip(column, self.examples, strict=True)
+                ]
                 continue
             metric = metric_lib.get_metric(name, **self.options.get(name, {}))
             scores[name] = [
@@ -151,19 +184,33 @@ def run_evaluation(
     embed: Embedder | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    passages: Sequence[Chunk] = (),
+    general_scorer: GeneralScorer | None = None,
 ) -> dict[str, Any]:
-    """Run the strategies on `examples` and return the results (JSON-ready; see docs/evaluation.md)."""
+    """Run the strategies on `examples` and return the results (JSON-ready; see docs/evaluation.md).
+
+    `passages`: the chunks of the knowledge documents that the RAG strategies retrieve from (evals.chunking).
+    `general_scorer`: scores the fine-tuned models and their bases on the general set (evals.forgetting); without
+    it (or with settings.forgetting.enabled False) results["forgetting"] is None."""
     plan = plan_strategies(
-        settings.strategies, settings.base_model, settings.fine_tuned_models, settings.external_model
+        settings.strategies, settings.base_model, settings.fine_tuned_models, settings.external_model,
+        settings.rival_models,
     )
     names = choose_metrics(settings, examples)
-    needs_embedder = any(s.kind == "retrieval-few-shot" for s in plan) or "embedding_similarity" in names
+    uses_rag = any(s.uses_documents for s in plan)
+    if uses_rag and not passages:
+        raise ValueError("the RAG strategies need knowledge documents with some text")
+    if any(s.kind == "function-calling" for s in plan) and not any(e.tools for e in examples):
+        raise ValueError("the function-calling strategy needs held-out examples that carry 'tools'")
+    needs_embedder = any(s.kind == "retrieval-few-shot" for s in plan) or "embedding_similarity" in names or uses_rag
     if needs_embedder and embed is None:
         from openft.evals.embeddings import load_embedder
 
         embed = load_embedder()
     shots = fixed_shots(train, settings.k, settings.seed)
     retriever = NearestExamples(train, embed) if any(s.kind == "retrieval-few-shot" for s in plan) else None
+    index = PassageIndex(passages, embed) if uses_rag else None
+    retrieved: dict[int, Any] = {}  # example position -> what RAG retrieved (searched once, shared by RAG strategies)
 
     total, done = len(plan) * len(examples), 0
     predictions: dict[str, list[dict[str, Any]]] = {}
@@ -172,15 +219,28 @@ def run_evaluation(
         if call is None:
             raise ValueError("the external strategy needs an external ChatFn")
         column = []
-        for example in examples:
+        for position, example in enumerate(examples):
             if should_stop is not None and should_stop():
                 raise EvalCancelled()
-            messages = build_messages(strategy, example, k=settings.k, shots=shots, retriever=retriever)
+            found = None
+            if strategy.uses_documents:
+                if position not in retrieved:
+                    retrieved[position] = index.search(example.user_input, settings.rag_k)
+                found = retrieved[position]
+            messages = build_messages(strategy, example, k=settings.k, shots=shots, retriever=retriever,
+                                      passages=found.passages if found else ())
+            params = {**tool_params(strategy, example, settings.tool_choice), **settings.extra_params}
             try:
-                reply = call(strategy.model, messages, max_tokens=settings.max_tokens, **settings.extra_params)
-                column.append(_record(reply, None))
+                reply = call(strategy.model, messages, max_tokens=settings.max_tokens, **params)
+                record = _record(reply, None)
             except Exception as exc:  # one failed request is a data point (an error), not a failed run
-                column.append(_record(None, f"{type(exc).__name__}: {exc}"))
+                record = _record(None, f"{type(exc).__name__}: {exc}")
+            if found is not None:  # a RAG request's latency includes its retrieval
+                record["retrieval_s"] = found.seconds
+                record["passages"] = [f"{c.source}:{c.index}" for c in found.passages]
+                if record["latency_s"] is not None:
+                    record["latency_s"] += found.seconds
+            column.append(record)
             done += 1
             if on_progress is not None:
                 on_progress(done, total)
@@ -188,6 +248,12 @@ def run_evaluation(
 
     scorer = _Scorer(settings, names, examples, embed, judge_chat)
     strategies = [_summarize(s, predictions[s.name], scorer.score(s.name, predictions), settings.seed) for s in plan]
+    forgetting = None  # the fine-tuned models and their bases on the general set (evals.forgetting)
+    if general_scorer is not None and settings.forgetting.enabled and any(s.fine_tuned for s in plan):
+        try:
+            forgetting = run_check(settings.fine_tuned_models, general_scorer, settings.forgetting, should_stop)
+        except CheckCancelled:
+            raise EvalCancelled() from None
     return {
         "version": REPORT_VERSION,
         "base_model": settings.base_model,
@@ -197,9 +263,20 @@ def run_evaluation(
         "metrics": names,
         "primary_metric": names[0],
         "few_shot_examples": [e.user_input for e in shots],
+        "rag": None
+        if index is None
+        else {
+            "k": settings.rag_k,
+            "n_passages": len(passages),
+            "n_documents": len({c.source for c in passages}),
+            "max_words": MAX_WORDS,
+            "overlap_words": OVERLAP_WORDS,
+        },
+        "n_tool_examples": sum(1 for e in examples if e.tools),
         "strategies": strategies,
         "ranking": rank(strategies, names[0]),
         "samples": _samples(examples, plan, predictions, strategies),
+        "forgetting": forgetting,
     }
 
 
@@ -217,6 +294,7 @@ def _summarize(strategy: Strategy, column: list[dict[str, Any]], scores: dict, s
         "prompt_tokens": _distribution([r["prompt_tokens"] for r in ok]),
         "completion_tokens": _distribution([r["completion_tokens"] for r in ok]),
         "latency_s": _distribution([r["latency_s"] for r in ok]),
+        "retrieval_s": _distribution([r["retrieval_s"] for r in column if r.get("retrieval_s") is not None]),
         "_scores": scores,
     }
 

@@ -4,7 +4,13 @@
 - few-shot: k fixed training examples as prior user/assistant turns, then the example;
 - retrieval few-shot: the k training examples whose user input is nearest to the example's (MiniLM embeddings);
 - fine-tuned (and checkpoints): the fine-tuned model with the plain prompt, like zero-shot;
-- external: any OpenAI-compatible endpoint and model with the plain prompt, as a reference.
+- external: any OpenAI-compatible endpoint and model with the plain prompt, as a reference;
+- rag: the base model with the passages of the user's documents nearest to the question (evals.rag);
+- rag-fine-tuned: the same passages for each fine-tuned model, named "rag+<model>";
+- function-calling: the base model given the example's tool definitions (`tools`, `tool_choice`);
+- rival: another (typically bigger) base model of the registry with the plain prompt, named "rival:<model>":
+  does the fine-tuned small model match it?
+Fine-tuned models and the external endpoint also receive an example's tools: they are part of the example.
 """
 
 from __future__ import annotations
@@ -14,11 +20,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from openft.evals.chunking import Chunk
 from openft.evals.examples import EvalExample
 from openft.evals.metrics import cosine
+from openft.evals.rag import with_passages
 
-Kind = Literal["zero-shot", "few-shot", "retrieval-few-shot", "fine-tuned", "external"]
-KINDS: tuple[Kind, ...] = ("zero-shot", "few-shot", "retrieval-few-shot", "fine-tuned", "external")
+Kind = Literal[
+    "zero-shot", "few-shot", "retrieval-few-shot", "rag", "function-calling", "fine-tuned", "rag-fine-tuned",
+    "rival", "external",
+]
+KINDS: tuple[Kind, ...] = (
+    "zero-shot", "few-shot", "retrieval-few-shot", "rag", "function-calling", "fine-tuned", "rag-fine-tuned",
+    "rival", "external",
+)
+RAG_KINDS = ("rag", "rag-fine-tuned")
+TOOL_KINDS = ("function-calling", "fine-tuned", "rag-fine-tuned", "rival", "external")  # send the example's tools
 PROMPTED_KINDS = ("zero-shot", "few-shot", "retrieval-few-shot")  # strategies that run the base model
 Embedder = Callable[[Sequence[str]], list[list[float]]]
 
@@ -34,11 +50,19 @@ class Strategy:
     def needs_shots(self) -> bool:
         return self.kind in ("few-shot", "retrieval-few-shot")
 
+    @property
+    def uses_documents(self) -> bool:
+        return self.kind in RAG_KINDS
+
 
 def plan_strategies(
-    kinds: Sequence[str], base_model: str, fine_tuned_models: Sequence[str], external_model: str | None = None
+    kinds: Sequence[str],
+    base_model: str,
+    fine_tuned_models: Sequence[str],
+    external_model: str | None = None,
+    rival_models: Sequence[str] = (),
 ) -> list[Strategy]:
-    """The strategies to run, in a stable order; "fine-tuned" expands to one per fine-tuned model."""
+    """The strategies to run, in a stable order; "fine-tuned" and "rival" expand to one per model."""
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
         raise ValueError(f"unknown strategies {unknown}; choose from {', '.join(KINDS)}")
@@ -46,12 +70,20 @@ def plan_strategies(
     for kind in KINDS:
         if kind not in kinds:
             continue
-        if kind in PROMPTED_KINDS:
+        if kind in PROMPTED_KINDS or kind in ("rag", "function-calling"):
             plan.append(Strategy(kind, kind, base_model))
+        elif kind == "rag-fine-tuned":
+            if not fine_tuned_models:
+                raise ValueError("the rag-fine-tuned strategy needs at least one fine-tuned model")
+            plan.extend(Strategy(f"rag+{name}", kind, name, fine_tuned=True) for name in fine_tuned_models)
         elif kind == "fine-tuned":
             if not fine_tuned_models:
                 raise ValueError("the fine-tuned strategy needs at least one fine-tuned model")
             plan.extend(Strategy(name, "fine-tuned", name, fine_tuned=True) for name in fine_tuned_models)
+        elif kind == "rival":
+            if not rival_models:
+                raise ValueError("the rival strategy needs at least one rival model")
+            plan.extend(Strategy(f"rival:{name}", "rival", name) for name in rival_models)
         elif kind == "external":
             if not external_model:
                 raise ValueError("the external strategy needs an endpoint model")
@@ -106,8 +138,11 @@ def build_messages(
     k: int,
     shots: Sequence[EvalExample] = (),
     retriever: NearestExamples | None = None,
+    passages: Sequence[Chunk] = (),
 ) -> list[dict[str, Any]]:
-    """The messages `strategy` sends for `example`."""
+    """The messages `strategy` sends for `example` (`passages`: what RAG retrieved for it, nearest first)."""
+    if strategy.kind in RAG_KINDS:
+        return with_passages(example, passages)
     if strategy.kind == "few-shot":
         return with_shots(example, shots)
     if strategy.kind == "retrieval-few-shot":
@@ -117,3 +152,10 @@ def build_messages(
         # Nearest last: closest to the question, where small models attend most.
         return with_shots(example, list(reversed(neighbours)))
     return list(example.prompt)
+
+
+def tool_params(strategy: Strategy, example: EvalExample, tool_choice: Any = "auto") -> dict[str, Any]:
+    """The request parameters that give `strategy` the example's tool definitions, when it carries any."""
+    if not example.tools or strategy.kind not in TOOL_KINDS:
+        return {}
+    return {"tools": example.tools, "tool_choice": tool_choice}

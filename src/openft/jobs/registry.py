@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 # Modules whose import registers kinds. Add yours here (or list it in OPENFT_JOB_KIND_MODULES).
-KIND_MODULES = ("openft.training.queue_kinds", "openft.evals.queue_kind", "openft.evals.openai_queue_kind")
+KIND_MODULES = ("openft.training.queue_kinds", "openft.evals.queue_kind", "openft.evals.openai_queue_kind",
+                "openft.evals.distill.queue_kind")
 
 
 @dataclass(frozen=True)

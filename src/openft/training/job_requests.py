@@ -27,7 +27,7 @@ from openft.training.queue_kinds import VALIDATE
 MAX_SEED = 2_147_483_647
 MAX_METADATA_PAIRS = 16
 SUFFIX_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-FORMAT_FOR_METHOD = {"supervised": ("chat", "completion"), "dpo": ("dpo",)}
+FORMAT_FOR_METHOD = {"supervised": ("chat", "completion"), "dpo": ("dpo",), "reinforcement": ("rft",)}
 
 
 class JobRequestError(ValueError):
@@ -66,16 +66,17 @@ def normalise_method(request: JobRequest) -> dict[str, Any]:
     if not isinstance(request.method, dict):
         raise JobRequestError("method", "`method` must be an object.")
     method_type = request.method.get("type")
-    if method_type == "reinforcement":
-        raise JobRequestError(
-            "method.type", "Reinforcement fine-tuning is not supported by openft; use `supervised` or `dpo`."
-        )
     if method_type not in FORMAT_FOR_METHOD:
-        raise JobRequestError("method.type", "`method.type` must be `supervised` or `dpo`.")
+        raise JobRequestError("method.type", "`method.type` must be `supervised`, `dpo` or `reinforcement`.")
     section = request.method.get(method_type) or {}
     if not isinstance(section, dict):
         raise JobRequestError(f"method.{method_type}", f"`method.{method_type}` must be an object.")
-    return {"type": method_type, method_type: {"hyperparameters": dict(section.get("hyperparameters") or {})}}
+    hyperparameters = section.get("hyperparameters") or {}
+    if method_type == "reinforcement":
+        from openft.training.rft_request import check_reinforcement  # the grader and RFT-only checks
+
+        return {"type": method_type, method_type: check_reinforcement(section)}
+    return {"type": method_type, method_type: {"hyperparameters": dict(hyperparameters)}}
 
 
 def _check_file(session: Session, organization_id: str, file_id: Any, param: str, method_type: str) -> None:
@@ -97,6 +98,14 @@ def _check_file(session: Session, organization_id: str, file_id: Any, param: str
         )
     data_format = (row.validation or {}).get("format")
     allowed = FORMAT_FOR_METHOD[method_type]
+    if method_type == "reinforcement" and data_format == "chat":
+        raise JobRequestError(
+            param,
+            f"File {file_id} holds chat examples that end with an assistant answer, but reinforcement fine-tuning "
+            "needs prompts: each line's messages must end with a user or developer message, with the fields the "
+            "grader reads beside them.",
+            "invalid_file",
+        )
     if data_format not in allowed:
         raise JobRequestError(
             param,

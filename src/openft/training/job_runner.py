@@ -40,6 +40,10 @@ CONTROL_POLL_SECONDS = 0.5
 
 
 def metrics_message(step: int, total: int, metrics: dict[str, float]) -> str:
+    if "train_reward_mean" in metrics:  # reinforcement fine-tuning reports rewards (training/rft_metrics.py)
+        from openft.training.rft_metrics import reward_message
+
+        return reward_message(step, total, metrics)
     parts = [f"training loss={metrics['train_loss']:.4f}"] if "train_loss" in metrics else []
     if "valid_loss" in metrics:
         parts.append(f"validation loss={metrics['valid_loss']:.4f}")
@@ -316,7 +320,12 @@ def run_job(lease: Lease) -> int:
 
     reporter = DatabaseReporter(lease, ft_name)
     try:
-        result = run_training_launched(config, reporter)
+        if method_type == "reinforcement":  # GRPO with the job's grader, in this process (training/rft_runner.py)
+            from openft.training.rft_runner import train_reinforcement
+
+            result = train_reinforcement(lease, ft_name, config)
+        else:
+            result = run_training_launched(config, reporter)
     except TrainingDataError as error:
         fail_job(lease, error.code, str(error), getattr(error, "param", None))
         return 1

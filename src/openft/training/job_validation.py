@@ -19,6 +19,7 @@ from openft.store import jobs as job_store
 from openft.store.blobs import BlobStore
 from openft.store.db import session_scope
 from openft.store.tables import FineTuningJob
+from openft.training.batch_advice import batch_size_advice
 from openft.training.hyperparameters import resolve_hyperparameters
 from openft.training.job_requests import only_too_few_examples
 
@@ -146,6 +147,8 @@ def validate_job(job_id: str, worker_id: str) -> None:
                 f"{billable * resolved.n_epochs:,} billable training tokens",
             )
         )
+    if advice := batch_size_advice(method_type, given, resolved, n_examples):
+        events.append(("info", advice))
     hosted = {e["model"]: e for e in training_cost_estimates(training_report, resolved.n_epochs)}
     if hosted:
         shown = ", ".join(f"{m} {usd(hosted[m]['cost_usd'])}" for m in HOSTED_COMPARISON if m in hosted)

@@ -139,10 +139,21 @@ LEXICON_STEMS = re.compile(
 )
 
 
+# The same patterns without re.I, for ASCII text already lowered: on ASCII, lowering keeps every offset and
+# matching it case-sensitively finds exactly what re.I finds, ~50x faster (re.I folds every character it
+# compares, which made a 10 MB line cost ~20 s here).
+_LOWERED_STEMS = re.compile(LEXICON_STEMS.pattern)
+_LOWERED_LEXICON = [(category, re.compile(pattern.pattern)) for category, pattern in LEXICON]
+
+
 def find_lexicon(text: str) -> Iterator[Match]:
-    if not LEXICON_STEMS.search(text):
+    if text.isascii():
+        text, stems, lexicon = text.lower(), _LOWERED_STEMS, _LOWERED_LEXICON
+    else:
+        stems, lexicon = LEXICON_STEMS, LEXICON
+    if not stems.search(text):
         return
-    for category, pattern in LEXICON:
+    for category, pattern in lexicon:
         for m in pattern.finditer(text):
             yield Match("harmful", category, m.start(), m.end(), note="lexicon", sensitive=False)
 

@@ -62,7 +62,19 @@ def _card_issuer(digits: str) -> str | None:
     return None
 
 
+# Cheap necessary conditions, checked before patterns that walk every character of a (possibly 10 MB) string.
+MAY_HOLD_CARD = re.compile(r"\d[ -]?\d")
+SEVEN_DIGITS = re.compile(r"\d(?:\D*\d){6}")  # linear: \D* cannot take the digit that ends it
+
+
+def _has_digits(text: str) -> bool:
+    """False only if `text` holds no digit; on ASCII text that is ten memchr scans instead of a regex walk."""
+    return not text.isascii() or any(digit in text for digit in "0123456789")
+
+
 def find_emails(text: str) -> Iterator[Match]:
+    if "@" not in text:
+        return
     for m in EMAIL.finditer(text):
         domain = m.group().rsplit("@", 1)[1]
         if not RESERVED_DOMAINS.search(domain) and not FILE_EXTENSIONS.search(domain):
@@ -70,7 +82,7 @@ def find_emails(text: str) -> Iterator[Match]:
 
 
 def find_phones(text: str, region: str = DEFAULT_PHONE_REGION) -> Iterator[Match]:
-    if not MAY_HOLD_PHONE.search(text):
+    if not _has_digits(text) or not MAY_HOLD_PHONE.search(text):
         return  # the matcher costs ~1 ms per string with digits; most strings have no 7-digit run
     for m in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.VALID):
         raw = m.raw_string
@@ -82,6 +94,8 @@ def find_phones(text: str, region: str = DEFAULT_PHONE_REGION) -> Iterator[Match
 
 
 def find_cards(text: str) -> Iterator[Match]:
+    if not _has_digits(text) or not MAY_HOLD_CARD.search(text):
+        return
     for m in CARD.finditer(text):
         raw = m.group()
         if " " in raw and "-" in raw:
@@ -93,6 +107,8 @@ def find_cards(text: str) -> Iterator[Match]:
 
 
 def find_ibans(text: str) -> Iterator[Match]:
+    if not _has_digits(text):
+        return
     for m in IBAN.finditer(text):
         # The pattern may run into a following word; shrink from the right until the checksum holds.
         candidate = m.group()
@@ -128,7 +144,7 @@ NATIONAL_IDS: list[NationalRule] = [
 
 
 def find_national_ids(text: str) -> Iterator[Match]:
-    if sum(map(str.isdigit, text)) < 7:
+    if not _has_digits(text) or not SEVEN_DIGITS.search(text):
         return  # every identifier above holds at least 7 digits
     for kind, pattern, is_valid, context in NATIONAL_IDS:
         for m in pattern.finditer(text):

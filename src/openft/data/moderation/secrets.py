@@ -78,10 +78,76 @@ def _category(kind: str) -> str:
 MAY_HOLD_SECRET = re.compile(r"\S{16,}|://|BEGIN|(?i:key|secret|token|passw|pwd)")
 
 
+def _required(items) -> set[str] | None:
+    """Strings one of which every match of the parsed sequence `items` contains, or None if there is none to
+    be had (the best run of literals, a group, or every branch of an alternation)."""
+    from re import _constants as c  # re's own parser: exact, and kept in step with the regex engine
+
+    best: set[str] | None = None
+
+    def consider(found: set[str] | None) -> None:
+        nonlocal best
+        if found and all(found) and (best is None or min(map(len, found)) > min(map(len, best))):
+            best = found
+
+    run = ""
+    for op, av in items:
+        if op is c.LITERAL:
+            run += chr(av)
+            continue
+        consider({run} if run else None)
+        run = ""
+        if op is c.SUBPATTERN and not av[1] & c.SRE_FLAG_IGNORECASE:  # (?i:...) inside: no literal case
+            consider(_required(av[3]))
+        elif op is c.BRANCH:
+            branches = [_required(branch) for branch in av[1]]
+            if all(branches):
+                consider(set().union(*branches))
+        elif op is c.ASSERT and av[0] != 0:  # a lookbehind's text must be in the text too (`(?<=Bearer )`)
+            consider(_required(av[1]))
+        elif op in (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT) and av[0] >= 1:
+            consider(_required(av[2]))
+    consider({run} if run else None)
+    return best
+
+
+@lru_cache(maxsize=1)
+def _prepared() -> list[tuple[str, re.Pattern[str], tuple[str, ...] | None, bool]]:
+    """(kind, pattern, literals one of which any match contains, whether they compare case-insensitively).
+    Checking `literal in text` first keeps ~50 patterns from walking every character of a huge string that
+    cannot match them (a 10 MB unbroken word cost ~20 s here)."""
+    from re import _parser
+
+    prepared = []
+    for kind, pattern in [*detect_secrets_patterns(), *EXTRA_PATTERNS]:
+        folded = bool(pattern.flags & re.IGNORECASE)
+        try:
+            literals = _required(_parser.parse(pattern.pattern, pattern.flags))
+        except Exception:  # another Python's parser: no prefilter, the pattern always runs
+            literals = None
+        if literals is not None and folded:
+            literals = {literal.lower() for literal in literals} if all(map(str.isascii, literals)) else None
+        prepared.append((kind, pattern, tuple(sorted(literals)) if literals else None, folded))
+    return prepared
+
+
+def _may_match(text: str, lowered: str | None, literals: tuple[str, ...] | None, folded: bool) -> bool:
+    if literals is None:
+        return True
+    if folded:
+        if lowered is None:  # non-ASCII text: lower() can change lengths and re.I folds more; just run
+            return True
+        text = lowered
+    return any(literal in text for literal in literals)
+
+
 def find_secrets(text: str) -> Iterator[Match]:
     if not MAY_HOLD_SECRET.search(text):
         return
-    for kind, pattern in [*detect_secrets_patterns(), *EXTRA_PATTERNS]:
+    lowered = text.lower() if text.isascii() else None
+    for kind, pattern, literals, folded in _prepared():
+        if not _may_match(text, lowered, literals, folded):
+            continue
         for m in pattern.finditer(text):
             if m.end() > m.start():
                 yield Match("secret", _category(kind), m.start(), m.end(), note=kind)

@@ -3,6 +3,7 @@
 from alembic import context
 from sqlalchemy import create_engine
 
+import openft.store.distill_tables  # noqa: F401  (distillations and their teacher cache)
 import openft.store.eval_tables  # noqa: F401  (registers the eval tables on Base.metadata)
 import openft.store.moderation_tables  # noqa: F401  (moderation policy per organization)
 import openft.store.openai_eval_tables  # noqa: F401  (OpenAI Evals API: evals, runs, output items)

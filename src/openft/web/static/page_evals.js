@@ -80,6 +80,38 @@ function summaryTable(summary) {
   );
 }
 
+function changeText(c) {
+  return `${c.change >= 0 ? "+" : ""}${c.change.toFixed(3)} [${c.low.toFixed(3)}, ${c.high.toFixed(3)}]`;
+}
+
+function changeVerdict(c) {
+  if (c.forgot) return h("span", { class: "badge status-failed" }, "worse: forgot");
+  if (c.significant && c.worse) return "slightly worse (within tolerance)";
+  return c.significant ? "better" : "no significant change";
+}
+
+/** Each fine-tuned model against its base on the general set: fine-tuned minus base with its paired CI. */
+function forgettingView(forgetting) {
+  const set = forgetting.set;
+  return h("div", {},
+    h("p", {}, `${set.n_items} general items (${set.n_conversations} conversations, ${set.n_questions} simple ` +
+      `questions) of ${set.name}; change = fine-tuned minus base, tested on the same items.`),
+    forgetting.warnings.map((w) => h("div", { class: "error-box", role: "alert" }, h("strong", {}, "Warning: "), w)),
+    table(
+      [
+        { label: "Fine-tuned model", cell: (c) => c.fine_tuned },
+        { label: "Measure", cell: (c) => c.label },
+        { label: "Base", cell: (c) => c.base_mean.toFixed(3), class: "num" },
+        { label: "Fine-tuned", cell: (c) => c.fine_tuned_mean.toFixed(3), class: "num" },
+        { label: "Change (95% CI)", cell: changeText, class: "num" },
+        { label: "p", cell: (c) => formatNumber(c.p_value, 3), class: "num" },
+        { label: "Verdict", cell: changeVerdict },
+      ],
+      forgetting.comparisons,
+      { id: "evaluation-forgetting", empty: "No fine-tuned model was checked." },
+    ));
+}
+
 /** The HTML report needs the Authorization header, so it is fetched here and shown from memory. */
 async function reportView(runId, signal) {
   const response = await api(`/evaluations/${runId}/report?format=html`, { raw: true, signal });
@@ -117,7 +149,8 @@ export async function evaluationPage(view, context, runId) {
         ["Created", formatTime(run.created_at)],
         ["Finished", run.finished_at ? formatTime(run.finished_at) : null],
       ]));
-    replace(summaryArea, run.summary ? card(`Results (${run.summary.metric})`, summaryTable(run.summary)) : null);
+    replace(summaryArea, run.summary ? card(`Results (${run.summary.metric})`, summaryTable(run.summary)) : null,
+      run.summary?.forgetting ? card("Forgetting check (general ability)", forgettingView(run.summary.forgetting)) : null);
   };
 
   const refresh = async () => {

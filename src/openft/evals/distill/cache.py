@@ -1,0 +1,74 @@
+"""Teacher answers kept in the database, keyed by (teacher, model, prompt, sampling parameters), per organization.
+
+A distillation looks every prompt up before calling the teacher and stores each answer the moment it arrives
+(a fenced write), so a rerun, or a job resumed after its worker died, pays only for prompts never answered.
+Each entry records the distillation that paid for it: that job's tally is the sum of its entries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from openft.evals.distill.teacher import TeacherReply
+from openft.store.distill_tables import TeacherAnswer
+
+
+def teacher_identity(teacher: dict[str, Any]) -> str:
+    """Where answers come from: the endpoint's URL (normalised), or openft's own models."""
+    base_url = teacher.get("base_url")
+    return base_url.rstrip("/").lower() if base_url else "openft"
+
+
+def cache_key(teacher: dict[str, Any], body: dict[str, Any]) -> str:
+    """sha256 of the teacher and the exact request body (model, messages, tools, sampling parameters)."""
+    canonical = json.dumps({"teacher": teacher_identity(teacher), "request": body}, sort_keys=True,
+                           ensure_ascii=False, separators=(",", ":"))  # fmt: skip
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def lookup(session: Session, organization_id: str, keys: list[str]) -> dict[str, TeacherReply]:
+    found: dict[str, TeacherReply] = {}
+    for start in range(0, len(keys), 500):  # bounded IN lists
+        rows = session.scalars(select(TeacherAnswer).where(
+            TeacherAnswer.organization_id == organization_id, TeacherAnswer.cache_key.in_(keys[start:start + 500])))
+        for row in rows:
+            found[row.cache_key] = TeacherReply(row.message, row.finish_reason, row.prompt_tokens,
+                                                row.completion_tokens)  # fmt: skip
+    return found
+
+
+def store(session: Session, organization_id: str, key: str, reply: TeacherReply, paid_by: str) -> None:
+    """Keep an answer; one already stored under the key (another job got there first) is left as it is."""
+    try:
+        with session.begin_nested():
+            session.add(TeacherAnswer(
+                organization_id=organization_id, cache_key=key, message=reply.message,
+                finish_reason=reply.finish_reason, prompt_tokens=reply.prompt_tokens,
+                completion_tokens=reply.completion_tokens, paid_by=paid_by, created_at=int(time.time()),
+            ))  # fmt: skip
+    except IntegrityError:
+        pass
+
+
+def paid_tokens(session: Session, distillation_id: str) -> tuple[int, int, int]:
+    """(answers, prompt tokens, completion tokens) this distillation paid for, over all its attempts."""
+    row = session.execute(
+        select(func.count(), func.coalesce(func.sum(TeacherAnswer.prompt_tokens), 0),
+               func.coalesce(func.sum(TeacherAnswer.completion_tokens), 0))
+        .where(TeacherAnswer.paid_by == distillation_id)
+    ).one()  # fmt: skip
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+def paid_answers(session: Session, distillation_id: str) -> list[tuple[int, int]]:
+    """(prompt, completion) tokens of each answer this distillation paid for (priced call by call)."""
+    stmt = select(TeacherAnswer.prompt_tokens, TeacherAnswer.completion_tokens).where(
+        TeacherAnswer.paid_by == distillation_id)
+    return [(int(p), int(c)) for p, c in session.execute(stmt)]
