@@ -28,7 +28,7 @@ install: $(STAMP)
 # and jobs), while the tests that touch the database run again on PostgreSQL, at the same time, on a throwaway
 # cluster from .ci/with-postgres (skipped, with the reason, where PostgreSQL's server is not installed). One BLAS
 # thread per process keeps the three from fighting over the cores. The PostgreSQL log is printed after.
-PG_TESTS := tests/store tests/api tests/jobs tests/cli tests/distill
+PG_TESTS := tests/store tests/api tests/jobs tests/cli
 PARALLEL := -n 2 --dist loadfile
 PG_LOG := .pytest-postgresql.log
 test: install
