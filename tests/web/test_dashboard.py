@@ -34,7 +34,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "web"
-TIMEOUT_MS = 20_000
+TIMEOUT_MS = 120_000  # the first upload starts the validation worker, slow on a loaded machine
 
 
 def chat_line(question: str, answer: str) -> str:
@@ -179,7 +179,7 @@ def test_start_a_job_and_watch_its_chart_grow(page, ui_url, key):
     page.wait_for_url("**/#/jobs/ftjob-*")
 
     points_seen: list[int] = []
-    deadline = time.monotonic() + 150
+    deadline = time.monotonic() + 400
     while time.monotonic() < deadline:
         points_seen.append(int(page.get_attribute("#loss-chart", "data-points") or 0))
         if page.locator("#job-status [data-status]").get_attribute("data-status") in ("succeeded", "failed"):
@@ -243,7 +243,7 @@ def test_playground_answers_side_by_side(page, ui_url, key, fine_tuned_model):
     page.fill("#max-tokens", "8")
     page.click("#send")
     for side in ("#left-answer", "#right-answer"):
-        page.wait_for_selector(f"{side} .answer-meta, {side} .error-box", timeout=60_000)
+        page.wait_for_selector(f"{side} .answer-meta, {side} .error-box", timeout=180_000)
     shot(page, "playground")
     for side in ("#left-answer", "#right-answer"):
         error = page.locator(f"{side} .error-message")
@@ -302,10 +302,10 @@ def test_pause_resume_and_cancel_buttons(page, ui_url, key, api):
     }
     job = api.post("/fine_tuning/jobs", json=body).json()
     log_in(page, ui_url, key, f"/jobs/{job['id']}")
-    page.wait_for_selector('#loss-chart:not([data-points="0"])', timeout=60_000)  # training has started
+    page.wait_for_selector('#loss-chart:not([data-points="0"])', timeout=180_000)  # training has started
 
     page.click("#job-pause")
-    page.wait_for_selector('#job-status [data-status="paused"]', timeout=60_000)
+    page.wait_for_selector('#job-status [data-status="paused"]', timeout=180_000)
     assert page.locator("#checkpoints-table tbody tr").count() >= 1  # pausing saved a checkpoint
     assert page.locator("#job-resume").is_enabled() and page.locator("#job-pause").is_disabled()
     page.click("#job-resume")
