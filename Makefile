@@ -25,10 +25,12 @@ install: $(STAMP)
 
 # pytest exits 5 when it collects no tests; that is not a failure.
 # The whole suite runs on SQLite (two pytest-xdist workers, one test module each: many tests wait on live servers
-# and jobs), while the tests that touch the database run again on PostgreSQL, at the same time, on a throwaway
-# cluster from .ci/with-postgres (skipped, with the reason, where PostgreSQL's server is not installed). One BLAS
-# thread per process keeps the three from fighting over the cores. The PostgreSQL log is printed after.
-PG_TESTS := tests/store tests/api tests/jobs tests/cli
+# and jobs), while the storage and queue tests, and the API tests that read the server's database, run again on
+# PostgreSQL, at the same time, on a throwaway cluster from .ci/with-postgres (skipped, with the reason, where
+# PostgreSQL's server is not installed). One BLAS thread per process keeps the three from fighting over the cores.
+# The PostgreSQL log is printed after.
+PG_TESTS := tests/store tests/jobs tests/api/test_files.py tests/api/test_fine_tuning.py tests/api/test_openai_evals.py \
+	tests/api/test_hostile_leaks.py tests/api/test_large_uploads.py
 PARALLEL := -n 2 --dist loadfile
 PG_LOG := .pytest-postgresql.log
 test: install

@@ -190,6 +190,12 @@ def test_a_flaky_teacher_loses_nothing_and_a_rerun_pays_nothing(live, proxy, key
 
     listed = client.get("/distillations").json()
     assert [d["id"] for d in listed["data"][:2]] == [rerun["id"], job["id"]]
+    first = client.get("/distillations", params={"limit": 1}).json()  # cursor pages, as the SDK drives them
+    assert first["data"][0]["id"] == first["first_id"] == first["last_id"] == rerun["id"] and first["has_more"]
+    second = client.get("/distillations", params={"limit": 1, "after": rerun["id"]}).json()
+    assert [d["id"] for d in second["data"]] == [job["id"]]
+    unknown = client.get("/distillations", params={"after": "distill-nope"})
+    assert unknown.status_code == 400 and unknown.json()["error"]["param"] == "after"
     other = api(live, keys["teacher"])
     assert other.get(f"/distillations/{job['id']}").status_code == 404  # another organization sees nothing
     again = client.post(f"/distillations/{job['id']}/cancel")

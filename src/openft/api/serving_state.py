@@ -17,18 +17,20 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
 from openft.api.errors import OpenAIError, model_not_found
 from openft.models.registry import ModelNotFound, get_base_model, load_model, load_tokenizer
 from openft.serving.backend import LocalBackend, ModelRoute, ServingBackend
-from openft.serving.engine import Engine
 from openft.store import artifacts
 from openft.store import jobs as job_store
 from openft.store.db import session_scope
 from openft.store.tables import FineTuningJob
+
+if TYPE_CHECKING:  # torch loads with the first engine, not with the API server
+    from openft.serving.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -301,6 +303,8 @@ class EngineRegistry:
                         f"({used / GIB:.2f} GiB of the {cap / GIB:.2f} GiB cap, at most {self.limits.max_engines} "
                         "models; OPENFT_SERVING_MAX_BYTES / OPENFT_SERVING_MAX_ENGINES). Retry shortly."
                     )
+                from openft.serving.engine import Engine
+
                 engine = Engine(loader, _adapter_folder, max_batch_size=self.max_batch_size,
                                 max_queue=self.max_queue, max_loaded_adapters=self.limits.max_adapters,
                                 name=key.replace("/", "_")[-40:])

@@ -166,6 +166,9 @@ def report(distillation_id: str, as_json: bool = JsonOption, base_url: str = Bas
     out = stdout()
     out.print(f"{body['distillation_id']}  {body['status']}  kept {body.get('kept', 0)} of {body.get('prompts', 0)}",
               highlight=False)  # fmt: skip
+    if body.get("verdicts_from_cache"):
+        out.print(f"  {body['verdicts_from_cache']} grader verdicts reused from the cache (no judge call)",
+                  highlight=False)  # fmt: skip
     table = Table("line", "outcome", "why")
     for dropped in body.get("dropped_lines") or []:
         table.add_row(str(dropped["line"]), f"dropped ({dropped['rule']})", dropped["reason"] or "")

@@ -1,4 +1,5 @@
-"""The child process that runs one leased task: ``python -m openft.jobs.child LEASE_JSON PARENT_PID``.
+"""The child process that runs one leased task: forked by the worker's forkserver (openft.jobs.spawner), or
+``python -m openft.jobs.child LEASE_JSON PARENT_PID``.
 
 Every run happens here, never in the worker or the API process: a crash or an out-of-memory kill takes
 down only this process, and its memory is returned. A side thread checks the lease against the
@@ -63,10 +64,24 @@ def watch_lease(lease: Lease, parent_pid: int, interval: float) -> None:
             os._exit(EXIT_LEASE_LOST)
 
 
+def forked_main(lease_json: str, env: dict[str, str]) -> None:
+    """Entry point in a child forked from the forkserver: take the worker's settings as they are now."""
+    os.environ.clear()
+    os.environ.update(env)
+    from openft.config import reset_settings
+
+    reset_settings()
+    run_leased(lease_json, os.getppid())  # the parent is the forkserver, which exits when the worker dies
+
+
 def main() -> None:
+    run_leased(sys.argv[1], int(sys.argv[2]))
+
+
+def run_leased(lease_json: str, parent_pid: int) -> None:
     logging.basicConfig(level=logging.WARNING)
     die_with_parent()
-    lease, parent_pid = Lease.from_json(sys.argv[1]), int(sys.argv[2])
+    lease = Lease.from_json(lease_json)
     watcher = threading.Thread(
         target=watch_lease, args=(lease, parent_pid, queue_settings().watch_seconds), daemon=True, name="lease-watch"
     )

@@ -1,5 +1,6 @@
 """The worker: leases tasks from the queue and runs each in a child process, renewing the lease meanwhile.
 
+Each child is forked from a process that has already imported the training stack (jobs/spawner.py).
 Any number of workers (a thread inside `openft serve`, `openft worker` processes on several machines
 sharing the database) run at once. A side thread renews the lease while the child runs, so every long
 phase (file validation, model load, training, evaluation scoring) is covered. When a renewal fails the
@@ -15,7 +16,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 
@@ -24,6 +24,7 @@ from openft.jobs.lease import Lease, LeaseLost
 from openft.jobs.registry import get_kind, resolve
 from openft.jobs.registry import kinds as registered_kinds
 from openft.jobs.settings import queue_settings
+from openft.jobs.spawner import ChildProcess, start_child
 from openft.store.db import session_scope
 from openft.store.ids import random_token
 
@@ -42,7 +43,7 @@ class Worker:
             raise ValueError(f"unknown queue kind(s): {', '.join(unknown)}; known: {', '.join(registered_kinds())}")
         self.kinds = list(kinds) if kinds else None  # None: every registered kind
         self.stop_event = threading.Event()
-        self.child: subprocess.Popen | None = None
+        self.child: ChildProcess | None = None
 
     # --- the loop ------------------------------------------------------------------------------------
     def run_forever(self) -> None:
@@ -72,11 +73,22 @@ class Worker:
 
     # --- one task ------------------------------------------------------------------------------------
     def run_task(self, lease: Lease) -> None:
-        command = [sys.executable, "-m", "openft.jobs.child", lease.to_json(), str(os.getpid())]
-        self.child = child = subprocess.Popen(command, env=os.environ.copy())
+        # The lease is renewed from before the child exists: the first task of a worker waits for its forkserver
+        # to import the training stack (seconds on a loaded machine), longer than a short lease.
+        started = _Started()
         lost = threading.Event()
-        beat = threading.Thread(target=self._heartbeat, args=(lease, child, lost), daemon=True, name="heartbeat")
+        beat = threading.Thread(target=self._heartbeat, args=(lease, started, lost), daemon=True, name="heartbeat")
         beat.start()
+        try:
+            child = start_child(lease.to_json())
+        except BaseException:
+            started.failed()
+            beat.join(timeout=5)
+            raise
+        self.child = child
+        started.set(child)
+        if lost.is_set() and child.poll() is None:
+            child.kill()  # the lease was lost while the child was starting
         try:
             while child.poll() is None:
                 if self.stop_event.wait(0.2):
@@ -91,10 +103,10 @@ class Worker:
         if not lost.is_set():
             self._after_child(lease, exit_code)
 
-    def _heartbeat(self, lease: Lease, child: subprocess.Popen, lost: threading.Event) -> None:
+    def _heartbeat(self, lease: Lease, started: _Started, lost: threading.Event) -> None:
         interval = queue_settings().heartbeat_seconds
         next_beat = time.monotonic() + interval
-        while child.poll() is None:
+        while started.running():
             time.sleep(max(0.0, min(0.1, next_beat - time.monotonic())))
             if time.monotonic() < next_beat:
                 continue
@@ -107,7 +119,10 @@ class Worker:
                 continue
             if not held:
                 lost.set()
-                if self._finished_by_child(lease):
+                child = started.child
+                if child is None:
+                    log.warning("lease %s on task %s lost while its child was starting", lease.token, lease.task_id)
+                elif self._finished_by_child(lease):
                     self._wait_or_kill(child)  # the runner recorded its outcome and is exiting on its own
                 else:
                     log.warning("lease %s on task %s lost; stopping its child", lease.token, lease.task_id)
@@ -124,14 +139,14 @@ class Worker:
             return False
 
     @staticmethod
-    def _wait_or_kill(child: subprocess.Popen) -> None:
+    def _wait_or_kill(child: ChildProcess) -> None:
         try:
             child.wait(timeout=KILL_GRACE_SECONDS)
         except subprocess.TimeoutExpired:
             child.kill()
 
     @staticmethod
-    def _terminate(child: subprocess.Popen) -> None:
+    def _terminate(child: ChildProcess) -> None:
         if child.poll() is not None:
             return
         child.send_signal(signal.SIGTERM)
@@ -153,6 +168,25 @@ class Worker:
                 lease.finish(session)
         except LeaseLost:
             pass  # finished normally, withdrawn, or already taken over: nothing to record here
+
+
+class _Started:
+    """The child of a task, once started; the heartbeat runs while it is starting or running."""
+
+    def __init__(self) -> None:
+        self.child: ChildProcess | None = None
+        self._failed = False
+
+    def set(self, child: ChildProcess) -> None:
+        self.child = child
+
+    def failed(self) -> None:
+        self._failed = True
+
+    def running(self) -> bool:
+        if self._failed:
+            return False
+        return self.child is None or self.child.poll() is None
 
 
 def start_embedded_worker() -> Worker:

@@ -12,15 +12,16 @@ import threading
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
-
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from typing import TYPE_CHECKING, Any, Literal
 
 from openft.config import get_settings
 from openft.models import loading
 from openft.models.chat_template import DEFAULT_SYSTEM_PROMPT, chat_template_jinja
 from openft.models.loading import ModelUnavailable
+
+if TYPE_CHECKING:  # torch and transformers load on first use: the API server starts without them (seconds)
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 __all__ = [
     "DEFAULT_BASE_MODEL",
@@ -208,6 +209,8 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
     key = (name, repr((model, str(get_settings().model_cache_dir))))
     with _tokenizers_lock:
         if key not in _tokenizers:
+            from transformers import AutoTokenizer
+
             tokenizer = AutoTokenizer.from_pretrained(materialize(name))
             tokenizer.chat_template = chat_template_jinja(model.default_system_prompt)
             if tokenizer.pad_token is None:
@@ -216,6 +219,9 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
         return _tokenizers[key]
 
 
-def load_model(name: str, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
-    """The base model's weights as a causal LM, in ``dtype``."""
-    return AutoModelForCausalLM.from_pretrained(materialize(name), dtype=dtype)
+def load_model(name: str, dtype: torch.dtype | None = None) -> PreTrainedModel:
+    """The base model's weights as a causal LM, in ``dtype`` (default float32)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(materialize(name), dtype=dtype or torch.float32)

@@ -1,6 +1,5 @@
 """Generation: the local continuous-batching engine with LoRA adapters, and the backends routers call."""
 
-from openft.serving.engine import Engine
 from openft.serving.types import (
     AdapterNotFound,
     Completion,
@@ -21,3 +20,11 @@ __all__ = [
     "TopLogprob",
     "Usage",
 ]
+
+
+def __getattr__(name: str):
+    if name == "Engine":  # torch loads with the first engine, not with the API server
+        from openft.serving.engine import Engine
+
+        return Engine
+    raise AttributeError(name)

@@ -12,16 +12,18 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from openft import __version__
 from openft.models.chat_template import encode_prompt, parse_assistant_output, stop_token_ids
 from openft.serving import completions
 from openft.serving.completions import CompletionPlan
 from openft.serving.detokenize import token_bytes
-from openft.serving.engine import Engine
 from openft.serving.grammar_request import chat_grammar
 from openft.serving.types import GenerationRequest, TokenEvent
+
+if TYPE_CHECKING:  # torch loads with the first engine, not with the API server
+    from openft.serving.engine import Engine
 
 
 class ServingBackend(Protocol):

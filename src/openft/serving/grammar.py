@@ -16,13 +16,14 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import llguidance
-import llguidance.hf
 import numpy as np
-import torch
-from transformers import PreTrainedTokenizerBase
+
+if TYPE_CHECKING:  # the API process builds grammars to check requests; torch loads with the first engine
+    import torch
+    from transformers import PreTrainedTokenizerBase
 
 JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": ",
                 "json_allow_general_unicode_escapes": True}
@@ -128,6 +129,8 @@ class GrammarVocabulary:
         self.vocab_size = vocab_size
         self.tokenizer_size = min(len(tokenizer), vocab_size)
         self.eos_token_id = tokenizer.eos_token_id
+        import llguidance.hf
+
         self._ll = llguidance.hf.from_tokenizer(tokenizer, n_vocab=vocab_size)
         self._words = (vocab_size + 31) // 32
 
@@ -140,6 +143,8 @@ class GrammarVocabulary:
     def allowed(self, matchers: Sequence[llguidance.LLMatcher], end_ids: Sequence[Iterable[int]]) -> np.ndarray:
         """Bool array ``[len(matchers), vocab_size]``: the tokens each matcher accepts next. ``end_ids[i]`` are
         the ids that end row i's generation: allowed exactly when its grammar accepts the end of output."""
+        import torch
+
         bitmask = torch.zeros((len(matchers), self._words), dtype=torch.int32)
         # One row after the other: llguidance's thread-pool executor measured 9.4 ms per step for 16 rows on
         # a busy 2-core machine against 0.35 ms in this loop (a row's mask is ~20 us once its lexer is warm).
@@ -163,6 +168,8 @@ class GrammarVocabulary:
         numpy, in place through a view of the tensor: single-threaded, it measured 0.5 ms of CPU for a row on a
         busy machine where torch's threaded masked_fill spent 8-16 ms, most of it waiting for its threads."""
         if logits.device.type != "cpu":  # the engine runs on CPU; keep a correct path for a GPU tensor anyway
+            import torch
+
             mask = torch.from_numpy(np.ascontiguousarray(~allowed)).to(logits.device)
             width = min(mask.shape[1], logits.shape[1])
             logits[list(rows), :width] = logits[list(rows), :width].masked_fill(mask[:, :width], float("-inf"))

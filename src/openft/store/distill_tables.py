@@ -1,11 +1,12 @@
 """Distillations (migration 0010_distill): the job, and the cache of teacher answers that keeps a rerun or a
-resumed job from paying twice for the same prompt."""
+resumed job from paying twice for the same prompt; beside it (migration 0011_distill_filter_cache) the filter's
+verdicts on those answers, so a rerun does not pay a model grader's judge twice either."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from openft.store.tables import Base
@@ -47,4 +48,23 @@ class TeacherAnswer(Base):
     prompt_tokens: Mapped[int] = mapped_column(Integer)
     completion_tokens: Mapped[int] = mapped_column(Integer)
     paid_by: Mapped[str] = mapped_column(String(64), index=True)  # the distillation that paid for it
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class FilterVerdict(Base):
+    """The filter's verdict on one cached answer: keyed by the filter spec, the prompt line a grader reads as
+    `item`, and the answer itself, within one organization. Only verdicts a grader made are kept (rules are free)."""
+
+    __tablename__ = "distillation_verdicts"
+    __table_args__ = (UniqueConstraint("organization_id", "verdict_key", name="uq_distillation_verdicts_org_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    verdict_key: Mapped[str] = mapped_column(String(64))  # sha256 of (filter spec, prompt line, answer)
+    answer_key: Mapped[str] = mapped_column(String(64), index=True)  # the TeacherAnswer.cache_key it judged
+    keep: Mapped[bool] = mapped_column(Boolean)
+    rule: Mapped[str | None] = mapped_column(String(64))  # None (kept) or "grader"
+    reason: Mapped[str | None] = mapped_column(Text)
+    score: Mapped[float | None] = mapped_column(Float)
+    judged_by: Mapped[str] = mapped_column(String(64))  # the distillation whose filter made it
     created_at: Mapped[int] = mapped_column(BigInteger)

@@ -3,6 +3,9 @@
 A distillation looks every prompt up before calling the teacher and stores each answer the moment it arrives
 (a fenced write), so a rerun, or a job resumed after its worker died, pays only for prompts never answered.
 Each entry records the distillation that paid for it: that job's tally is the sum of its entries.
+
+Beside the answers sit the filter's verdicts on them (table `distillation_verdicts`), keyed by the filter spec,
+the prompt line a grader reads and the answer: a rerun with the same filter makes no judge calls either.
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from openft.evals.distill.filters import Verdict
 from openft.evals.distill.teacher import TeacherReply
-from openft.store.distill_tables import TeacherAnswer
+from openft.store.distill_tables import FilterVerdict, TeacherAnswer
 
 
 def teacher_identity(teacher: dict[str, Any]) -> str:
@@ -72,3 +76,36 @@ def paid_answers(session: Session, distillation_id: str) -> list[tuple[int, int]
     stmt = select(TeacherAnswer.prompt_tokens, TeacherAnswer.completion_tokens).where(
         TeacherAnswer.paid_by == distillation_id)
     return [(int(p), int(c)) for p, c in session.execute(stmt)]
+
+
+def verdict_key(filter_spec: dict[str, Any], item: dict[str, Any], reply: TeacherReply) -> str:
+    """sha256 of what a verdict depends on: the whole filter (rules, grader, threshold), the prompt line the
+    grader reads as `item`, and the answer itself (two jobs racing on one prompt may hold different answers)."""
+    canonical = json.dumps({"filter": filter_spec, "item": item, "answer": reply.message,
+                            "finish_reason": reply.finish_reason}, sort_keys=True, ensure_ascii=False,
+                           separators=(",", ":"))  # fmt: skip
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def lookup_verdicts(session: Session, organization_id: str, keys: list[str]) -> dict[str, Verdict]:
+    found: dict[str, Verdict] = {}
+    for start in range(0, len(keys), 500):  # bounded IN lists
+        rows = session.scalars(select(FilterVerdict).where(
+            FilterVerdict.organization_id == organization_id, FilterVerdict.verdict_key.in_(keys[start:start + 500])))
+        for row in rows:
+            found[row.verdict_key] = Verdict(row.keep, row.rule, row.reason, row.score)
+    return found
+
+
+def store_verdict(session: Session, organization_id: str, key: str, answer_key: str, verdict: Verdict,
+                  judged_by: str) -> None:  # fmt: skip
+    """Keep a grader's verdict; one already stored under the key is left as it is."""
+    try:
+        with session.begin_nested():
+            session.add(FilterVerdict(
+                organization_id=organization_id, verdict_key=key, answer_key=answer_key, keep=verdict.keep,
+                rule=verdict.rule, reason=verdict.reason, score=verdict.score, judged_by=judged_by,
+                created_at=int(time.time()),
+            ))  # fmt: skip
+    except IntegrityError:
+        pass

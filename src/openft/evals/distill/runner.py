@@ -120,6 +120,7 @@ class Distiller:
         self.teacher_factory = teacher_factory
         self.tally = Tally(config, previous_usage)
         self.progress: dict[str, Any] = {}
+        self.verdicts_from_cache = 0  # grader verdicts reused from earlier attempts or jobs (no judge call)
         self.last_flush = 0.0
 
     # --- teacher ---------------------------------------------------------------------------------------------
@@ -138,6 +139,10 @@ class Distiller:
     def _store(self, key: str, reply: TeacherReply) -> None:
         with self.lease.session() as session:
             cache.store(session, self.organization_id, key, reply, self.id)
+
+    def _store_verdict(self, key: str, answer_key: str, verdict: Verdict) -> None:
+        with self.lease.session() as session:
+            cache.store_verdict(session, self.organization_id, key, answer_key, verdict, self.id)
 
     def _flush(self, stats, force: bool = False) -> None:
         now = time.monotonic()
@@ -202,17 +207,43 @@ class Distiller:
         return by_line, failed, teacher.stats
 
     async def judge_all(self, prompts: list[Prompt], replies: dict[int, TeacherReply]) -> dict[int, Verdict]:
+        """Every answer's verdict. With a grader, verdicts it made before (this job's earlier attempt, or an
+        earlier job with the same filter) come from the cache, and each new one is stored as it is made."""
         engines: dict[str, LocalTeacher] = {}
         answer_filter = AnswerFilter(self.config.get("filter"), self._judge(engines))
         limit = asyncio.Semaphore(int(self.config["concurrency"]))
+        answered = [p for p in prompts if p.line in replies]
+        keys: dict[int, str] = {}
+        if answer_filter.grader is not None:
+            keys = {p.line: cache.verdict_key(answer_filter.spec, p.item, replies[p.line]) for p in answered}
+        with self.lease.session() as session:
+            known = cache.lookup_verdicts(session, self.organization_id, sorted(set(keys.values())))
+        self.verdicts_from_cache = sum(1 for key in keys.values() if key in known)
+        made: dict[str, asyncio.Future] = {}  # identical prompt lines with the same answer are judged once
+
+        async def judge(prompt: Prompt, key: str | None) -> Verdict:
+            async with limit:
+                verdict = await asyncio.to_thread(answer_filter.check, prompt, replies[prompt.line])
+            if key is not None and verdict.rule in (None, "grader"):  # a grader's verdict; never a failed grading
+                answer_key = cache.cache_key(self.config["teacher"], request_body(self.config, prompt))
+                await asyncio.to_thread(self._store_verdict, key, answer_key, verdict)
+            return verdict
 
         async def one(prompt: Prompt) -> tuple[int, Verdict]:
-            async with limit:
-                return prompt.line, await asyncio.to_thread(answer_filter.check, prompt, replies[prompt.line])
+            key = keys.get(prompt.line)
+            if key in known:
+                return prompt.line, known[key]
+            if key is None:
+                return prompt.line, await judge(prompt, None)
+            if key not in made:
+                made[key] = asyncio.ensure_future(judge(prompt, key))
+            return prompt.line, await made[key]
 
         try:
-            return dict(await asyncio.gather(*(one(p) for p in prompts if p.line in replies)))
+            return dict(await asyncio.gather(*(one(p) for p in answered)))
         finally:
+            for future in made.values():
+                future.cancel()
             for local in engines.values():
                 await local.close()
 
@@ -278,6 +309,7 @@ def distill(lease: Lease, organization_id: str, config: dict[str, Any], previous
             kept, outcome = validated_output(partial, kept, config["model"], dropped)
         job.progress.update(kept=len(kept), dropped=len(dropped))
         report = build_report(prompts, kept, dropped, failed, config.get("filter"))
+        report["verdicts_from_cache"] = job.verdicts_from_cache
         if not kept:
             _finish(lease, "failed", job, stats, report=report, error={
                 "code": "nothing_kept", "message": f"No answer was kept: {len(failed)} prompts failed and "

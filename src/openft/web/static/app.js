@@ -2,6 +2,7 @@
 
 import { forgetKey, getKey } from "./api.js";
 import { errorBox, replace } from "./dom.js";
+import { distillationPage, distillationsPage } from "./page_distill.js";
 import { evaluationPage, evaluationsPage } from "./page_evals.js";
 import { filePage, filesPage } from "./page_files.js";
 import { jobPage } from "./page_job.js";
@@ -25,6 +26,8 @@ const ROUTES = [
   [/^\/evals$/, oaiEvalsPage, "evals"],
   [/^\/evals\/([^/]+)$/, oaiEvalPage, "evals"],
   [/^\/evals\/([^/]+)\/runs\/([^/]+)$/, oaiRunPage, "evals"],
+  [/^\/distillations$/, distillationsPage, "distillations"],
+  [/^\/distillations\/([^/]+)$/, distillationPage, "distillations"],
 ];
 let current = null;
 let loginMessage = null;
