@@ -8,7 +8,6 @@ worker's child process with a fenced session and a heartbeat; tests call it dire
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from sqlalchemy import select
 
 from openft.config import get_settings
 from openft.evals.judge_endpoints import organization_judge
+from openft.evals.local_engines import LocalEngines
 from openft.evals.openai_objects import FINAL_STATUSES, empty_counts
 from openft.evals.openai_requests import default_threshold, parse_jsonl_rows
 from openft.graders import GradeResult, Judge, grade
@@ -193,7 +193,7 @@ def execute_run(
         data_source, criteria = dict(run.data_source), list(evaluation.testing_criteria)
     engines = None
     if complete is None or judge is None:
-        engines = _LocalEngines(organization_id)
+        engines = LocalEngines(organization_id)
         complete = complete or engines.complete
         judge = judge or organization_judge(organization_id, engines.complete)
     tally = Tally()
@@ -248,30 +248,6 @@ def _apply(run: OpenAIEvalRun, tally: Tally) -> None:
     wire = tally.wire()
     run.result_counts, run.per_model_usage = wire["result_counts"], wire["per_model_usage"]
     run.per_testing_criteria_results, run.heartbeat_at = wire["per_testing_criteria_results"], time.time()
-
-
-class _LocalEngines:
-    """The organization's models (base, `ft:`, checkpoints) on in-process engines, for samples and judges.
-    Started on first use: a run that only grades given samples with non-model graders never loads torch."""
-
-    def __init__(self, organization_id: str) -> None:
-        self.organization_id = organization_id
-        self.models = self.backend = self.loop = None
-
-    def complete(self, body: dict[str, Any]) -> dict[str, Any]:
-        if self.backend is None:
-            from openft.evals.local_models import LocalModels
-            from openft.serving.backend import LocalBackend
-
-            self.models = LocalModels(self.organization_id)
-            self.backend = LocalBackend(self.models.route)
-            self.loop = asyncio.new_event_loop()
-        return self.loop.run_until_complete(self.backend.chat_completion(body))
-
-    def close(self) -> None:
-        if self.backend is not None:
-            self.loop.close()
-            self.models.close()
 
 
 # The queue's runner ------------------------------------------------------------------------------------------

@@ -73,13 +73,13 @@ def _import_env(env: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in env.items() if not k.startswith("OPENFT_")}
 
 
-def preload_enabled() -> bool:
-    return os.environ.get("OPENFT_WORKER_PRELOAD", "1").strip().lower() not in ("0", "false", "no", "off")
+def preload_enabled(env: dict[str, str]) -> bool:
+    return env.get("OPENFT_WORKER_PRELOAD", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 def _can_fork(env: dict[str, str]) -> bool:
     global _forkserver_env
-    if not preload_enabled():
+    if not preload_enabled(env):
         return False
     with _lock:
         if _forkserver_env is None:  # the first task starts the forkserver, under this environment
@@ -88,9 +88,8 @@ def _can_fork(env: dict[str, str]) -> bool:
         return _forkserver_env == _import_env(env)
 
 
-def start_child(lease_json: str) -> ChildProcess:
-    """Start the child that runs the leased task; it gets this process's environment, as it is now."""
-    env = os.environ.copy()
+def start_child(lease_json: str, env: dict[str, str]) -> ChildProcess:
+    """Start the child that runs the leased task, with environment `env` (the worker's)."""
     if _can_fork(env):
         from openft.jobs.child import forked_main
 

@@ -44,6 +44,9 @@ class Worker:
         self.kinds = list(kinds) if kinds else None  # None: every registered kind
         self.stop_event = threading.Event()
         self.child: ChildProcess | None = None
+        # Children get the environment the worker started with: what libraries add to os.environ later in
+        # this process (torch, transformers, when the API server loads a model) is not the worker's setting.
+        self.env = os.environ.copy()
 
     # --- the loop ------------------------------------------------------------------------------------
     def run_forever(self) -> None:
@@ -80,7 +83,7 @@ class Worker:
         beat = threading.Thread(target=self._heartbeat, args=(lease, started, lost), daemon=True, name="heartbeat")
         beat.start()
         try:
-            child = start_child(lease.to_json())
+            child = start_child(lease.to_json(), self.env)
         except BaseException:
             started.failed()
             beat.join(timeout=5)

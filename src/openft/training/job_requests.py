@@ -172,6 +172,10 @@ def create_job(session: Session, organization_id: str, request: JobRequest) -> F
     if problems:
         param, message = problems[0]
         raise JobRequestError(param, message)
+    if method["type"] == "reinforcement":  # a score_model / label_model judge must exist for this organization
+        from openft.training.rft_request import check_judge_models
+
+        check_judge_models(session, organization_id, method["reinforcement"]["grader"])
     _check_file(session, organization_id, request.training_file, "training_file", method["type"])
     if request.validation_file is not None:
         _check_file(session, organization_id, request.validation_file, "validation_file", method["type"])

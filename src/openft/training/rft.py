@@ -23,6 +23,7 @@ from transformers.integrations import TensorBoardCallback
 from transformers.trainer_callback import PrinterCallback
 from trl import GRPOConfig, GRPOTrainer
 
+from openft.graders import Judge
 from openft.models.chat_template import DEFAULT_SYSTEM_PROMPT, render_prompt, stop_token_ids
 from openft.store import artifacts
 from openft.training.callbacks import Reporter, ReporterCallback
@@ -151,10 +152,11 @@ class RFTCallback(ReporterCallback):
         self.step_started, self.eval_seconds = time.perf_counter(), 0.0
 
     def on_step_end(self, args, state, control, **kwargs):
-        super().on_step_end(args, state, control, **kwargs)  # cancel / pause first: no validation for a stop
+        super().on_step_end(args, state, control, **kwargs)  # cancel / pause first: no validation for a cancel
         interval = self.config.hyperparameters.eval_interval or 1
         due = state.global_step % interval == 0 or state.global_step >= state.max_steps
-        if self.valid and self.stop_request is None and due:
+        # A pause still validates a due step: resuming starts after it, so its eval run would otherwise be lost.
+        if self.valid and self.stop_request != "cancel" and due:
             started = time.perf_counter()
             self._validate(kwargs["model"], state.global_step)
             self.eval_seconds = time.perf_counter() - started
@@ -219,8 +221,10 @@ def _grpo_config(config: TrainerRunConfig) -> GRPOConfig:
     )
 
 
-def run_rft_training(config: TrainerRunConfig, reporter: Reporter, grader: dict[str, Any]) -> TrainingResult:
-    """Train with GRPO, reporting as it goes. Raises `TrainingDataError` for data that cannot be trained on."""
+def run_rft_training(config: TrainerRunConfig, reporter: Reporter, grader: dict[str, Any],
+                     judge: Judge | None = None) -> TrainingResult:  # fmt: skip
+    """Train with GRPO, reporting as it goes; `judge` answers model graders. Raises `TrainingDataError` for data
+    that cannot be trained on."""
     hparams = config.hyperparameters
     model_dir = resolve_model_dir(config.base_model)
     tokenizer = load_tokenizer(model_dir)
@@ -231,7 +235,7 @@ def run_rft_training(config: TrainerRunConfig, reporter: Reporter, grader: dict[
     set_seed(config.seed)
     model = load_model(model_dir, frozen_bf16=hparams.uses_lora and use_bf16())
     ledger = RewardLedger(grader)
-    reward = GraderReward(grader, [p.item for p in train], ledger)
+    reward = GraderReward(grader, [p.item for p in train], ledger, judge)
     progress = RFTCallback(reporter, hparams.to_job_dict(), reward, config, valid, tokenizer)
     callbacks: list[TrainerCallback] = [ArtifactPublishCallback(config.output_dir), progress]
     if _report_to(config.report_to)[1]:

@@ -2,34 +2,63 @@
 
 The grader is checked by the one grader engine (openft.graders), so a bad field is a 400 naming
 `method.reinforcement.grader.<field>`. What openft cannot honour is refused by name, never ignored.
+A score_model / label_model judge must be a model openft serves to the organization or one it registered an
+endpoint for (checked at job creation with the organization known: `check_judge_models`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from openft.graders import GraderSpecError, check_grader
 from openft.graders.spec import sub_graders
+from openft.models.registry import ModelNotFound, get_base_model
+from openft.store import jobs as job_store
 from openft.training.job_requests import JobRequestError
 
 SECTION = "method.reinforcement"
 SECTION_KEYS = ("grader", "hyperparameters")
-RFT_GRADER_TYPES = ("string_check", "text_similarity", "python", "score_model", "multi")  # OpenAI's RFT union
+# OpenAI's RFT grader union (openai/types/fine_tuning/reinforcement_method.py): label_model only inside a multi grader
+RFT_GRADER_TYPES = ("string_check", "text_similarity", "python", "score_model", "multi")
 MODEL_GRADERS = ("score_model", "label_model")
 
 
-def _refuse_model_graders(grader: dict[str, Any], where: str) -> None:
-    """A model judge would need a second model served inside the training process; openft does not do that yet."""
+def judged_models(grader: dict[str, Any], where: str = f"{SECTION}.grader") -> list[tuple[str, str]]:
+    """(parameter, judge model) of each score_model / label_model grader, a multi grader's parts included."""
     if grader["type"] in MODEL_GRADERS:
-        raise JobRequestError(
-            f"{where}.type",
-            f"A {grader['type']} grader is not supported for reinforcement fine-tuning on openft: the judge model "
-            "would have to run inside the training process. Use string_check, text_similarity, python or a multi "
-            "grader of those (model graders work in /v1/evals and the graders API).",
-        )
+        return [(f"{where}.model", grader["model"])]
     if grader["type"] == "multi":
-        for name, sub in (sub_graders(grader) or {}).items():
-            _refuse_model_graders(sub, f"{where}.graders.{name}")
+        return [found for name, sub in (sub_graders(grader) or {}).items()
+                for found in judged_models(sub, f"{where}.graders.{name}")]  # fmt: skip
+    return []
+
+
+def check_judge_models(session: Session, organization_id: str, grader: dict[str, Any]) -> None:
+    """Each judge must be a model openft serves to the organization (base, `ft:`, checkpoint) or one the
+    organization registered an endpoint for, as the graders API requires (api/graders.py `check_judges`)."""
+    from openft.evals.judge_endpoints import find as find_endpoint
+
+    for param, model in judged_models(grader):
+        if find_endpoint(session, organization_id, model) is None and not _served(session, organization_id, model):
+            raise JobRequestError(
+                param,
+                f"The judge model `{model}` does not exist or you do not have access to it: name a base model, one "
+                "of your fine-tuned models or checkpoints, or register an endpoint for it with "
+                "POST /v1/fine_tuning/alpha/graders/judge_endpoints.",
+                "model_not_found",
+            )
+
+
+def _served(session: Session, organization_id: str, model: str) -> bool:
+    try:
+        get_base_model(model)
+        return True
+    except ModelNotFound:
+        pass
+    return (job_store.get_fine_tuned_model(session, organization_id, model) is not None
+            or job_store.get_checkpoint_by_model(session, organization_id, model) is not None)  # fmt: skip
 
 
 def check_reinforcement(section: dict[str, Any]) -> dict[str, Any]:
@@ -48,9 +77,9 @@ def check_reinforcement(section: dict[str, Any]) -> dict[str, Any]:
         raise JobRequestError(
             f"{SECTION}.grader.type",
             f"A {grader['type']} grader cannot be a reinforcement fine-tuning reward; use one of "
-            f"{', '.join(RFT_GRADER_TYPES)}.",
+            f"{', '.join(RFT_GRADER_TYPES)}" + (" (as OpenAI allows, a label_model grader can be one of a multi "
+                                                "grader's graders)." if grader["type"] == "label_model" else "."),
         )
-    _refuse_model_graders(grader, f"{SECTION}.grader")
     hyperparameters = section.get("hyperparameters") or {}
     if not isinstance(hyperparameters, dict):
         raise JobRequestError(f"{SECTION}.hyperparameters", "`hyperparameters` must be an object.")

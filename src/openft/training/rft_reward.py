@@ -1,7 +1,8 @@
 """The reward of reinforcement fine-tuning: the job's grader (openft.graders) applied to each sampled answer.
 
 `GraderReward` is the reward function TRL's GRPOTrainer calls with a batch of completions; each completion is
-graded as `sample.output_text` against its training row as `item`. A grader that fails on a sample scores 0
+graded as `sample.output_text` against its training row as `item`; a model grader's judge (rft_runner.py builds
+it) is asked once per sample, in turn. A grader that fails on a sample scores 0
 and the failure is counted under OpenAI's error names. `RewardLedger` keeps what a metric event reports:
 mean reward overall and per grader, error rates and grader latency.
 """
@@ -12,7 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from openft.graders import GradeResult, grade
+from openft.graders import GradeResult, Judge, grade
 from openft.graders.engine import ERROR_FLAGS
 from openft.graders.spec import sub_graders
 
@@ -65,15 +66,18 @@ class GraderReward:
 
     __name__ = "grader"  # TRL names the reward's metrics after the function
 
-    def __init__(self, grader: dict[str, Any], items: list[dict[str, Any]], ledger: RewardLedger) -> None:
+    def __init__(self, grader: dict[str, Any], items: list[dict[str, Any]], ledger: RewardLedger,
+                 judge: Judge | None = None) -> None:  # fmt: skip
         self.grader = grader
         self.items = items
         self.ledger = ledger
-        self.seconds = 0.0  # grading time of the current step, for the timing metrics
+        self.judge = judge  # score_model / label_model graders ask it, one sample at a time
+        self.seconds = 0.0  # training-answer grading time of the current step (validation is timed as `eval`)
 
     def score(self, text: str, item: dict[str, Any], split: str) -> GradeResult:
-        result = grade(self.grader, text, item)
-        self.seconds += result.execution_time
+        result = grade(self.grader, text, item, judge=self.judge)
+        if split == "train":
+            self.seconds += result.execution_time
         self.ledger.record(split, result)
         return result
 

@@ -19,6 +19,7 @@ from openft.store.ids import new_id
 from openft.store.openai_eval_tables import OpenAIEval, OpenAIEvalOutputItem, OpenAIEvalRun
 from openft.store.pagination import new_seq
 from openft.training.job_runner import DatabaseReporter
+from openft.training.rft_request import judged_models
 
 
 def job_eval_id(job_id: str) -> str:
@@ -118,4 +119,15 @@ def train_reinforcement(lease: Lease, ft_model_name: str, config):
         grader = dict(job.method["reinforcement"]["grader"])
     reporter = RFTDatabaseReporter(lease, ft_model_name, organization_id=organization_id, grader=grader,
                                    validation_file=validation_file)  # fmt: skip
-    return run_rft_training(config, reporter, grader)
+    if not judged_models(grader):
+        return run_rft_training(config, reporter, grader)
+    # The judge as eval runs have it: the organization's registered endpoint for the model, else the model on an
+    # engine in this process, loaded at the first grading and closed when training ends.
+    from openft.evals.judge_endpoints import organization_judge
+    from openft.evals.local_engines import LocalEngines
+
+    engines = LocalEngines(organization_id)
+    try:
+        return run_rft_training(config, reporter, grader, organization_judge(organization_id, engines.complete))
+    finally:
+        engines.close()
