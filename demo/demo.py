@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 console = Console() if sys.stdout.isatty() else Console(width=140)
 SIZES = {"full": (160, 20, 60), "quick": (48, 10, 16)}  # train, validation, test examples
 EPOCHS = {"full": 3, "quick": 2}
+FORGETTING_ITEMS = {"full": 100, "quick": 40}  # general items scored on the base and the fine-tuned model
 # The knowledge document of the RAG strategy: a short reviewers' guide (written for this demo), uploaded with
 # purpose user_data. Each section becomes a passage; the nearest one goes into each RAG prompt (rag_k 1).
 GUIDE = """# How critics label reviews
@@ -248,6 +249,7 @@ def main() -> None:
             "eval_file": test_id, "training_file": train_id, "model": "smollm2-135m-instruct",
             "fine_tuned_models": [job.fine_tuned_model], "k": 3, "max_tokens": 4,
             "labels": ["fresh", "rotten"], "documents": [guide_id], "rag_k": 1,
+            "forgetting_items": FORGETTING_ITEMS[mode],
             "strategies": ["zero-shot", "few-shot", "retrieval-few-shot", "rag", "fine-tuned"]})
         if created.status_code != 200:
             raise SystemExit(f"could not create the evaluation: {created.text}")

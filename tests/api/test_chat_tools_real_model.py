@@ -27,6 +27,7 @@ def client(tmp_path_factory, real_model_dir):
 
 
 @pytest.mark.real_model
+@pytest.mark.long  # ~4-5 min of CPU training: `make test-long` (CI keeps the 40-minute budget)
 def test_model_fine_tuned_on_tool_calls_calls_the_tool(client):
     call = {"id": "call_1", "type": "function",
             "function": {"name": "get_weather", "arguments": json.dumps({"city": "Paris"})}}

@@ -40,6 +40,7 @@ def server(tmp_path_factory, real_model_dir):
 
 
 @pytest.mark.real_model
+@pytest.mark.long  # ~3 min; CI runs the same flow end to end in `make demo`: `make test-long`
 def test_report_ranks_strategies_and_fine_tuning_saves_prompt_tokens(server):
     key = server.create_key("advice-org")
     client = server.client(key, timeout=300)
