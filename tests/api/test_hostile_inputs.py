@@ -26,7 +26,7 @@ def server(tmp_path_factory, tiny_model_dir):
 @pytest.fixture(scope="module")
 def api(server):
     key = server.create_key("hostile-org")
-    with httpx.Client(base_url=root_url(server), headers=auth(key), timeout=60) as client:
+    with httpx.Client(base_url=root_url(server), headers=auth(key), timeout=180) as client:  # first chat loads torch
         yield client
 
 

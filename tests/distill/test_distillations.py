@@ -284,7 +284,10 @@ def test_a_job_resumes_after_its_worker_dies_without_paying_twice(live, proxy, k
     file_id = upload(client, prompts("crash", 10))
     forwarded_before = proxy.total_forwarded
     proxy.hold_after = forwarded_before + 3
-    job_id = client.post("/distillations", json=remote_request(proxy, keys, file_id, concurrency=2)).json()["id"]
+    # request_timeout 30: the restarted teacher loads torch and its model on its first request (seconds, more on a
+    # loaded machine); held requests die with the killed worker either way.
+    body = remote_request(proxy, keys, file_id, concurrency=2, request_timeout=30)
+    job_id = client.post("/distillations", json=body).json()["id"]
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # held, and every answer the teacher gave is stored by the job
         crash = {text: n for text, n in proxy.forwarded.items() if text.startswith("crash")}

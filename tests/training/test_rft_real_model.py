@@ -1,8 +1,12 @@
 """Reinforcement fine-tuning of the bundled SmolLM2-135M on a verifiable task raises its reward on held-out items.
 
-The task: "a + b =" answered with the number only. The reward is OpenAI grader JSON (a multi grader of two
-string checks): 0.5 when the answer contains the right number, 1 when it is exactly the number. The base model
-tends to say "The answer is 11.", right or wrong; RFT should make it answer tersely and more often correctly.
+The task: "Ben has 13 cups. How many cups does Ben have?" answered with the number only. The base model knows
+the number but answers "Ben has 13 cups." and keeps going, so an exact check never passes. The reward is OpenAI
+grader JSON, a multi grader: half an exact `string_check`, half a `text_similarity` fuzzy match against the
+number, which gives partial credit to shorter answers that hold it. That partial credit is what makes GRPO learn
+on a model this small: answers in a group score differently (a group of equal rewards teaches nothing), and
+sampling at temperature 0.7 (openft's `temperature` hyperparameter) keeps the answers close enough to the
+model's best guess that some are short. Held-out rows use other names, things and numbers than training rows.
 """
 
 from __future__ import annotations
@@ -22,31 +26,36 @@ from openft.training.rft import Prompt, _generate, run_rft_training
 from openft.training.trainer import load_model, load_tokenizer
 from openft.training.trainer_config import TrainerRunConfig
 
-# `long`: about ten minutes of GRPO on two CPU cores, so `make test` (CI) leaves it out; run it with `make test-long`.
+# `long`: several minutes of GRPO on two CPU cores, so `make test` (CI) leaves it out; run it with `make test-long`.
 pytestmark = [pytest.mark.real_model, pytest.mark.slow, pytest.mark.long]
 
 SYSTEM = "Reply with the number only."
-ANSWER_TOKENS = 10  # room for the base model's habit, "The answer is 11." (digits are single tokens)
+ANSWER_TOKENS = 8  # room for the base model's habit, "Ben has 13 cups." (digits are single tokens)
+NAMES = ["Tom", "Anna", "Sam", "Mia", "Leo", "Ben", "Zoe", "Max"]
+THINGS = ["apples", "books", "cats", "pens", "coins", "cups"]
 GRADER = {
     "type": "multi", "name": "number",
     "graders": {
-        "contains": {"type": "string_check", "name": "contains", "input": "{{sample.output_text}}",
-                     "reference": "{{item.answer}}", "operation": "like"},
         "exact": {"type": "string_check", "name": "exact", "input": "{{sample.output_text}}",
                   "reference": "{{item.answer}}", "operation": "eq"},
+        "close": {"type": "text_similarity", "name": "close", "input": "{{sample.output_text}}",
+                  "reference": "{{item.answer}}", "evaluation_metric": "fuzzy_match"},
     },
-    "calculate_output": "0.5 * contains + 0.5 * exact",
+    "calculate_output": "0.5 * exact + 0.5 * close",
 }  # fmt: skip
 
 
-def rows(n: int, seed: int) -> list[dict]:
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        a, b = rng.randint(1, 9), rng.randint(1, 9)
-        out.append({"messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": f"{a} + {b} ="}],
-                    "answer": str(a + b)})  # fmt: skip
-    return out
+def rows() -> tuple[list[dict], list[dict]]:
+    """24 training and 24 held-out questions; no (name, thing, number) question is in both."""
+    questions = [(name, thing, n) for name in NAMES for thing in THINGS for n in range(2, 20)]
+    random.Random(0).shuffle(questions)
+
+    def row(name: str, thing: str, n: int) -> dict:
+        question = f"{name} has {n} {thing}. How many {thing} does {name} have?"
+        return {"messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}],
+                "answer": str(n)}  # fmt: skip
+
+    return [row(*q) for q in questions[:24]], [row(*q) for q in questions[24:48]]
 
 
 class PrintingReporter(NullReporter):
@@ -54,24 +63,30 @@ class PrintingReporter(NullReporter):
         print(f"step {step}/{total_steps}: train reward {metrics['train_reward_mean']:.3f}", flush=True)
 
 
-def mean_reward(model, tokenizer, held_out: list[dict]) -> float:
+def held_out_scores(model, tokenizer, held_out: list[dict]) -> tuple[float, float]:
+    """(mean reward, share of answers that are exactly the number) of greedy answers."""
     prompts = [Prompt(0, render_prompt(r["messages"]), r["messages"], r, 0) for r in held_out]
-    answers = _generate(model, tokenizer, prompts, SimpleNamespace(max_completion_length=ANSWER_TOKENS), 1)
-    return sum(grade(GRADER, a[0], r).reward for a, r in zip(answers, held_out, strict=True)) / len(held_out)
+    limits = SimpleNamespace(max_completion_length=ANSWER_TOKENS)
+    answers = [a[0] for a in _generate(model, tokenizer, prompts, limits, 1)]
+    rewards = [grade(GRADER, answer, r).reward for answer, r in zip(answers, held_out, strict=True)]
+    exact = [answer == r["answer"] for answer, r in zip(answers, held_out, strict=True)]
+    print("answers:", answers[:6])
+    return sum(rewards) / len(rewards), sum(exact) / len(exact)
 
 
 def test_rft_raises_held_out_reward_above_the_base_model(tmp_path, real_model_dir):
     from peft import PeftModel
 
-    train, held_out = rows(16, seed=1), rows(12, seed=2)
+    train, held_out = rows()
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train))
     tokenizer = load_tokenizer(real_model_dir)
-    base = mean_reward(load_model(real_model_dir), tokenizer, held_out)
+    base, base_exact = held_out_scores(load_model(real_model_dir), tokenizer, held_out)
+    print(f"base model, held-out mean reward {base:.3f}, answers exactly the number {base_exact:.0%}", flush=True)
 
     hparams = resolve_hyperparameters(
         "reinforcement",
-        {"n_epochs": 2, "batch_size": 4, "compute_multiplier": 1, "max_completion_length": ANSWER_TOKENS,
-         "learning_rate_multiplier": 10, "eval_interval": 100},
+        {"n_epochs": 2, "batch_size": 2, "compute_multiplier": 2, "max_completion_length": ANSWER_TOKENS,
+         "learning_rate_multiplier": 10, "lora_alpha": 64, "temperature": 0.7, "eval_interval": 100},
         n_train_examples=len(train), context_length=2048,
     )  # fmt: skip
     config = TrainerRunConfig(base_model=str(real_model_dir), training_file=str(tmp_path / "train.jsonl"),
@@ -82,7 +97,8 @@ def test_rft_raises_held_out_reward_above_the_base_model(tmp_path, real_model_di
     trained_seconds = time.monotonic() - started
     assert result.status == "succeeded"
 
-    tuned = mean_reward(PeftModel.from_pretrained(load_model(real_model_dir), result.final_path), tokenizer, held_out)
-    print(f"\nheld-out mean reward: base {base:.3f} -> RFT {tuned:.3f} "
-          f"({result.steps} GRPO steps in {trained_seconds:.0f} s)")  # fmt: skip
+    model = PeftModel.from_pretrained(load_model(real_model_dir), result.final_path)
+    tuned, tuned_exact = held_out_scores(model, tokenizer, held_out)
+    print(f"\nheld-out mean reward: base {base:.3f} -> RFT {tuned:.3f}; answers exactly the number: "
+          f"{base_exact:.0%} -> {tuned_exact:.0%} ({result.steps} GRPO steps in {trained_seconds:.0f} s)")  # fmt: skip
     assert tuned > base

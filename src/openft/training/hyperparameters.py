@@ -3,7 +3,7 @@
 OpenAI's names (`n_epochs`, `batch_size`, `learning_rate_multiplier`, DPO `beta`, reinforcement's
 `eval_interval`, `eval_samples`, `compute_multiplier`, `reasoning_effort`) keep OpenAI's ranges; openft adds
 `lora_rank`, `lora_alpha`, `lora_dropout`, `max_seq_length`, `packing`, `batch_size_policy` and, for reinforcement,
-`max_completion_length`.
+`max_completion_length` and `temperature`.
 Everything here is a pure function so the jobs API can answer 400 before a job is queued
 and the trainer resolves the same numbers the API showed.
 """
@@ -56,6 +56,8 @@ GENERATIONS_PER_COMPUTE = 4  # compute_multiplier 1 ("auto") -> 4 answers per pr
 MIN_GENERATIONS, MAX_GENERATIONS = 2, 64  # GRPO needs two answers to compare; more is rarely worth it on one host
 DEFAULT_MAX_COMPLETION_LENGTH = 256
 DEFAULT_EVAL_SAMPLES = 1
+# GRPO samples at temperature 1 unless told; a small model's answers at 1 are often noise with no reward to compare
+DEFAULT_RFT_TEMPERATURE = 1.0
 REASONING_EFFORTS = ("default", "low", "medium", "high")
 
 # name -> (kind, minimum, maximum, minimum is exclusive)
@@ -72,6 +74,7 @@ _NUMERIC_RANGES: dict[str, tuple[type, float, float, bool]] = {
     "eval_samples": (int, 1, 16, False),
     "compute_multiplier": (float, 0.00001, 10, True),
     "max_completion_length": (int, 1, 131_072, False),
+    "temperature": (float, 0, 2, True),
 }
 _SHARED_NAMES = (
     "n_epochs",
@@ -91,6 +94,7 @@ ALLOWED_NAMES: dict[str, tuple[str, ...]] = {
     "reinforcement": (
         *(name for name in _SHARED_NAMES if name != "packing"),
         "eval_interval", "eval_samples", "compute_multiplier", "reasoning_effort", "max_completion_length",
+        "temperature",
     ),
 }
 
@@ -115,6 +119,7 @@ class ResolvedHyperparameters:
     eval_interval: int | None = None
     eval_samples: int | None = None
     compute_multiplier: float | None = None
+    temperature: float | None = None  # GRPO's sampling temperature (openft extension)
     batch_size_policy: str | None = None  # only "throughput" is echoed: "openai" is what OpenAI's jobs do
 
     @property
@@ -205,6 +210,7 @@ def resolve_hyperparameters(
             # auto: validate once per epoch, as supervised jobs do
             "eval_interval": int(pick("eval_interval", max(1, math.ceil(n_train_examples / batch_size)))),
             "eval_samples": int(pick("eval_samples", DEFAULT_EVAL_SAMPLES)),
+            "temperature": float(pick("temperature", DEFAULT_RFT_TEMPERATURE)),
         }
     return ResolvedHyperparameters(
         n_epochs=int(pick("n_epochs", default_n_epochs(n_train_examples))),

@@ -110,7 +110,7 @@ class TimedGRPOTrainer(GRPOTrainer):
 
 
 def _generate(model, tokenizer, prompts: list[Prompt], hparams, samples: int) -> list[list[str]]:
-    """`samples` answers to each prompt: greedy when one is asked for, else sampled at temperature 1."""
+    """`samples` answers to each prompt: greedy when one is asked for, else sampled at the job's temperature."""
     answers: list[list[str]] = []
     was_training = model.training
     model.eval()
@@ -128,7 +128,8 @@ def _generate(model, tokenizer, prompts: list[Prompt], hparams, samples: int) ->
                     input_ids=input_ids.to(model.device), attention_mask=attention.to(model.device),
                     max_new_tokens=hparams.max_completion_length, do_sample=samples > 1,
                     num_return_sequences=samples, eos_token_id=stops, pad_token_id=pad,
-                    **({"temperature": 1.0, "top_p": 1.0} if samples > 1 else {"temperature": None, "top_p": None}),
+                    **({"temperature": _temperature(hparams), "top_p": 1.0} if samples > 1
+                       else {"temperature": None, "top_p": None}),
                 )  # fmt: skip
             texts = tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)
             answers.extend(texts[i * samples : (i + 1) * samples] for i in range(len(batch)))
@@ -201,6 +202,11 @@ class RFTCallback(ReporterCallback):
         return {k: v for k, v in super()._last_metrics().items() if isinstance(v, int | float)}
 
 
+def _temperature(hparams) -> float:
+    """The sampling temperature: a job stored before `temperature` existed samples at 1, as it did then."""
+    return getattr(hparams, "temperature", None) or 1.0
+
+
 def _grpo_config(config: TrainerRunConfig) -> GRPOConfig:
     hparams = config.hyperparameters
     args = _common_args(config, has_eval=False)
@@ -214,7 +220,7 @@ def _grpo_config(config: TrainerRunConfig) -> GRPOConfig:
         num_generations=hparams.num_generations,
         max_completion_length=hparams.max_completion_length,
         use_vllm=False,
-        temperature=1.0,
+        temperature=_temperature(hparams),
         beta=0.0,  # no reference model: LoRA starts at the base model and the clipped objective keeps it close
         log_completions=False,
         disable_dropout=True,
