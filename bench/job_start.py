@@ -25,22 +25,13 @@ sys.path.insert(0, str(ROOT))
 
 from tests.fixtures.models import build_tiny_model_dir  # noqa: E402
 from tests.fixtures.server import register_model, start_server, stop_server  # noqa: E402
+from tests.jobs.helpers import wait_until  # noqa: E402
 
 ROWS = b"".join(
     json.dumps({"messages": [{"role": "user", "content": f"Code {i}?"},
                              {"role": "assistant", "content": f"ITEM-{i:03d}"}]}).encode() + b"\n"
     for i in range(10)
 )
-
-
-def wait_for(predicate, timeout: float = 600.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError("the job did not get there in time")
 
 
 def run_jobs(model_dir: Path, n: int, preload: bool) -> dict:
@@ -59,11 +50,11 @@ def run_jobs(model_dir: Path, n: int, preload: bool) -> dict:
             created = time.monotonic()
             job = client.fine_tuning.jobs.create(model="tiny-llama", training_file=file_id, method={
                 "type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 1, "batch_size": 10}}})
-            wait_for(lambda job_id=job.id, jobs=client.fine_tuning.jobs: any(
-                e.type == "metrics" for e in jobs.list_events(job_id)))
+            wait_until(lambda job_id=job.id, jobs=client.fine_tuning.jobs: any(
+                e.type == "metrics" for e in jobs.list_events(job_id)), 600, "the first step", interval=0.05)
             first_step.append(time.monotonic() - created)
-            final = wait_for(lambda job_id=job.id: (j := client.fine_tuning.jobs.retrieve(job_id)).status
-                             in ("succeeded", "failed", "cancelled") and j)
+            final = wait_until(lambda job_id=job.id: (j := client.fine_tuning.jobs.retrieve(job_id)).status
+                               in ("succeeded", "failed", "cancelled") and j, 600, "the job's end", interval=0.05)
             assert final.status == "succeeded", final.error
             done.append(time.monotonic() - created)
     finally:

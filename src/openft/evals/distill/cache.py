@@ -30,22 +30,25 @@ def teacher_identity(teacher: dict[str, Any]) -> str:
     return base_url.rstrip("/").lower() if base_url else "openft"
 
 
-def cache_key(teacher: dict[str, Any], body: dict[str, Any]) -> str:
-    """sha256 of the teacher and the exact request body (model, messages, tools, sampling parameters)."""
-    canonical = json.dumps({"teacher": teacher_identity(teacher), "request": body}, sort_keys=True,
-                           ensure_ascii=False, separators=(",", ":"))  # fmt: skip
+def _digest(value: dict[str, Any]) -> str:
+    canonical = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def lookup(session: Session, organization_id: str, keys: list[str]) -> dict[str, TeacherReply]:
-    found: dict[str, TeacherReply] = {}
+def _rows_by_key(session: Session, table, key_column, organization_id: str, keys: list[str]):
     for start in range(0, len(keys), 500):  # bounded IN lists
-        rows = session.scalars(select(TeacherAnswer).where(
-            TeacherAnswer.organization_id == organization_id, TeacherAnswer.cache_key.in_(keys[start:start + 500])))
-        for row in rows:
-            found[row.cache_key] = TeacherReply(row.message, row.finish_reason, row.prompt_tokens,
-                                                row.completion_tokens)  # fmt: skip
-    return found
+        yield from session.scalars(select(table).where(
+            table.organization_id == organization_id, key_column.in_(keys[start:start + 500])))
+
+
+def cache_key(teacher: dict[str, Any], body: dict[str, Any]) -> str:
+    """sha256 of the teacher and the exact request body (model, messages, tools, sampling parameters)."""
+    return _digest({"teacher": teacher_identity(teacher), "request": body})
+
+
+def lookup(session: Session, organization_id: str, keys: list[str]) -> dict[str, TeacherReply]:
+    return {row.cache_key: TeacherReply(row.message, row.finish_reason, row.prompt_tokens, row.completion_tokens)
+            for row in _rows_by_key(session, TeacherAnswer, TeacherAnswer.cache_key, organization_id, keys)}
 
 
 def store(session: Session, organization_id: str, key: str, reply: TeacherReply, paid_by: str) -> None:
@@ -81,20 +84,13 @@ def paid_answers(session: Session, distillation_id: str) -> list[tuple[int, int]
 def verdict_key(filter_spec: dict[str, Any], item: dict[str, Any], reply: TeacherReply) -> str:
     """sha256 of what a verdict depends on: the whole filter (rules, grader, threshold), the prompt line the
     grader reads as `item`, and the answer itself (two jobs racing on one prompt may hold different answers)."""
-    canonical = json.dumps({"filter": filter_spec, "item": item, "answer": reply.message,
-                            "finish_reason": reply.finish_reason}, sort_keys=True, ensure_ascii=False,
-                           separators=(",", ":"))  # fmt: skip
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    return _digest({"filter": filter_spec, "item": item, "answer": reply.message,
+                    "finish_reason": reply.finish_reason})
 
 
 def lookup_verdicts(session: Session, organization_id: str, keys: list[str]) -> dict[str, Verdict]:
-    found: dict[str, Verdict] = {}
-    for start in range(0, len(keys), 500):  # bounded IN lists
-        rows = session.scalars(select(FilterVerdict).where(
-            FilterVerdict.organization_id == organization_id, FilterVerdict.verdict_key.in_(keys[start:start + 500])))
-        for row in rows:
-            found[row.verdict_key] = Verdict(row.keep, row.rule, row.reason, row.score)
-    return found
+    return {row.verdict_key: Verdict(row.keep, row.rule, row.reason, row.score)
+            for row in _rows_by_key(session, FilterVerdict, FilterVerdict.verdict_key, organization_id, keys)}
 
 
 def store_verdict(session: Session, organization_id: str, key: str, answer_key: str, verdict: Verdict,
