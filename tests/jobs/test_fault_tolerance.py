@@ -39,6 +39,12 @@ from tests.jobs.helpers import (
 
 LEASE_SECONDS = 4.0
 EPOCHS, EXAMPLES = 6, 10  # 60 steps of batch 1, a checkpoint at the end of every epoch
+# Every step takes at least this long (tests/jobs/slow_steps), and a job is faulted in its first third, so it
+# still has 40 steps (6 s, past the lease) to go: on a fast machine the tiny model would otherwise finish
+# inside the lease and nothing would be taken over.
+MIN_STEP_SECONDS = 0.15
+SLOW_STEPS = {"PYTHONPATH": str(Path(__file__).parent / "slow_steps"),
+              "OPENFT_TEST_MIN_STEP_SECONDS": str(MIN_STEP_SECONDS)}
 
 
 def eval_file(client) -> str:
@@ -54,13 +60,15 @@ def worker_pid(owner: str | None) -> int | None:
 
 
 def holders(url: str, job_ids: list[str]) -> dict[str, int]:
-    """job id -> pid of the worker leasing its training right now (only jobs past their first step)."""
+    """job id -> pid of the worker leasing its training right now (jobs past their first steps, in their first
+    third)."""
     with session_scope(url) as session:
         rows = session.execute(
             select(QueueTask.subject_id, QueueTask.lease_owner)
             .join(FineTuningJob, FineTuningJob.id == QueueTask.subject_id)
             .where(QueueTask.state == "leased", QueueTask.kind == "fine_tuning.train",
-                   QueueTask.subject_id.in_(job_ids), FineTuningJob.current_step >= 3)
+                   QueueTask.subject_id.in_(job_ids), FineTuningJob.current_step >= 3,
+                   FineTuningJob.current_step <= EPOCHS * EXAMPLES // 3)
         ).all()
     return {job_id: worker_pid(owner) for job_id, owner in rows}
 
@@ -69,7 +77,7 @@ def holders(url: str, job_ids: list[str]) -> dict[str, int]:
 def test_workers_killed_and_frozen_lose_nothing_and_never_run_a_job_twice(tmp_path, tiny_model_dir):
     server = start_queue_server(tmp_path, tiny_model_dir, OPENFT_WORKER_STALE_SECONDS=str(LEASE_SECONDS))
     url = database_url(server)
-    workers = [start_worker(server, f"worker{i}") for i in range(3)]
+    workers = [start_worker(server, f"worker{i}", env=SLOW_STEPS) for i in range(3)]
     frozen: int | None = None
     try:
         key = server.create_key("faults")
@@ -171,6 +179,7 @@ def _assert_one_runner_at_a_time(session, job_id: str) -> None:
     assert all(Path(c.path).is_dir() for c in checkpoints)
     job = session.get(FineTuningJob, job_id)
     assert job.status == "succeeded" and job.current_step == total
+    assert job.finished_at - job.created_at >= int((total - 1) * MIN_STEP_SECONDS), "the slow-steps hook did not load"
     messages = [e.message for e in events]
     assert messages[-1] == "The job has successfully completed"
     assert "Worker None" not in " ".join(messages)

@@ -53,17 +53,23 @@ def held_out_rows() -> list[dict]:
 
 @torch.no_grad()
 def accuracy(model, tokenizer, rows: list[dict]) -> float:
+    """Greedy answers for all rows in one left-padded batch, compared exactly with the expected JSON."""
+    prompts = [encode_prompt(tokenizer, row["messages"][:-1]) for row in rows]
+    width = max(len(p) for p in prompts)
+    pad = tokenizer.pad_token_id
+    input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
+    attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    output = model.generate(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        max_new_tokens=12,
+        do_sample=False,
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        pad_token_id=pad,
+    )
     correct = 0
-    for row in rows:
-        prompt = encode_prompt(tokenizer, row["messages"][:-1])
-        output = model.generate(
-            torch.tensor([prompt]),
-            max_new_tokens=12,
-            do_sample=False,
-            eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
-            pad_token_id=tokenizer.pad_token_id,
-        )
-        text, _ = parse_assistant_output(tokenizer.decode(output[0, len(prompt) :], skip_special_tokens=True))
+    for row, answer in zip(rows, output[:, width:], strict=True):
+        text, _ = parse_assistant_output(tokenizer.decode(answer, skip_special_tokens=True))
         correct += (text or "").strip() == row["messages"][-1]["content"]
     return correct / len(rows)
 
@@ -73,7 +79,7 @@ def test_fine_tuned_smollm2_beats_the_base_model_on_held_out_reviews(real_model,
     train_path = tmp_path / "train.jsonl"
     train_path.write_text("".join(json.dumps(r) + "\n" for r in training_rows()))
     hyperparameters = resolve_hyperparameters(
-        "supervised", {"n_epochs": 3, "batch_size": 4}, n_train_examples=48, context_length=8192
+        "supervised", {"n_epochs": 2, "batch_size": 4}, n_train_examples=48, context_length=8192
     )
     result = run_training(
         TrainerRunConfig(
