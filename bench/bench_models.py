@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 from pathlib import Path
+from queue import Empty
 
 import torch
 
@@ -47,6 +48,12 @@ def in_child_process(function, *args):
     queue = context.Queue()
     process = context.Process(target=_child, args=(function, args, queue))
     process.start()
-    result = queue.get()
+    while True:  # a child that dies without answering (a crash in native code) must not hang the bench
+        try:
+            result = queue.get(timeout=5)
+            break
+        except Empty:
+            if not process.is_alive():
+                raise RuntimeError(f"{function.__name__} died with exit code {process.exitcode}") from None
     process.join()
     return result

@@ -31,10 +31,13 @@ def _subtitle(report: dict) -> str:
 
 
 def train_plots(report: dict) -> dict[str, str]:
-    by_len, by_batch = report["by_sequence_length"], report["by_batch_size"]
+    # A point whose run was killed (out of memory) has no figure; it is listed in the JSON with its error.
+    by_len = [p for p in report["by_sequence_length"] if "error" not in p]
+    by_batch = [p for p in report["by_batch_size"] if "error" not in p]
+    batch = by_len[0]["batch_size"] if by_len else "?"
     return {
         "train_by_seq_len.svg": bar_chart(
-            "train-seq", f"Training tokens/s by sequence length, batch 8 ({_subtitle(report)})", "tokens/s",
+            "train-seq", f"Training tokens/s by sequence length, batch {batch} ({_subtitle(report)})", "tokens/s",
             [str(p["sequence_length"]) for p in by_len], {"openft": [p["tokens_per_second"] for p in by_len]},
         ),
         "train_by_batch.svg": bar_chart(

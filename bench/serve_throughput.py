@@ -23,8 +23,9 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import llama_cpp_rival  # noqa: E402  (bench/ is on sys.path when run as a script)
 import torch  # noqa: E402
-from bench_models import in_child_process, prepare_model_dir  # noqa: E402  (bench/ is on sys.path when run as a script)
+from bench_models import in_child_process, prepare_model_dir  # noqa: E402
 from peft import LoraConfig, get_peft_model  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
@@ -135,6 +136,24 @@ def engine_runs(model_dir: Path, adapters: dict[str, Path], prompts: list[list[i
     return {**results, "stats": engine.stats()}
 
 
+def llama_cpp_runs(args, model_dir: Path, work: Path, prompts: list[list[int]]) -> dict:
+    """llama.cpp on the same prompts, single stream, same thread count: {"q4_1": ..., "f32": ...} or {}."""
+    if not args.llama_cpp:
+        return {}
+    if args.tiny or args.model_dir:
+        raise SystemExit("--llama-cpp compares on the bundled model: drop --tiny / --model-dir")
+    if not llama_cpp_rival.available():
+        raise SystemExit("--llama-cpp needs llama-cpp-python (see bench/llama_cpp_rival.py)")
+    from openft.models.registry import DEFAULT_BASE_MODEL, get_base_model
+
+    files = {"q4_1": get_base_model(DEFAULT_BASE_MODEL).gguf_path, "f32": llama_cpp_rival.f32_gguf(model_dir, work)}
+    threads = torch.get_num_threads()
+    return {
+        name: in_child_process(llama_cpp_rival.sequential_llama_cpp, str(path), prompts, args.max_new_tokens, threads)
+        for name, path in files.items()
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="tiny random model for a quick run")
@@ -142,6 +161,10 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--rounds", type=int, default=2, help="interleaved repeats; each run's fastest counts")
+    parser.add_argument(
+        "--llama-cpp", action="store_true",
+        help="also run llama.cpp (llama-cpp-python) on the bundled Q4_1 GGUF and on an f32 GGUF of the same weights",
+    )  # fmt: skip
     args = parser.parse_args()
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -158,6 +181,7 @@ def main() -> None:
         results = in_child_process(engine_runs, model_dir, adapters, prompts, vars(args))
         # Measured again at the end so background load on a shared machine cannot favour the engine.
         baseline_after = in_child_process(sequential_baseline, model_dir, prompts, args.max_new_tokens, stops)
+        rival = llama_cpp_runs(args, model_dir, work, prompts)
     base16 = results["base"][-1]["tokens_per_s"]
     mix16 = results["adapters_4"][-1]["tokens_per_s"]
     best_baseline = max(baseline["tokens_per_s"], baseline_after["tokens_per_s"])
@@ -175,9 +199,15 @@ def main() -> None:
         "engine_stats": results.pop("stats"),
     }
     report["targets_met"] = {
-        "c16_at_least_4x_sequential": report["speedup_c16_vs_sequential"] >= 4,
-        "adapter_mix_within_1.3x_of_base": report["base_vs_4_adapter_mix_at_c16"] <= 1.3,
+        "c16_at_least_10x_sequential": report["speedup_c16_vs_sequential"] >= 10,
+        "adapter_mix_within_1.1x_of_base": report["base_vs_4_adapter_mix_at_c16"] <= 1.1,
     }
+    if rival:
+        c1 = results["base"][0]["tokens_per_s"]
+        report["llama_cpp"] = rival
+        for name, run in rival.items():
+            report[f"c1_vs_llama_cpp_{name}"] = round(c1 / run["tokens_per_s"], 2)
+        report["targets_met"]["c1_at_least_llama_cpp_q4_1"] = report["c1_vs_llama_cpp_q4_1"] >= 1
     print(json.dumps(report, indent=2))
 
 
