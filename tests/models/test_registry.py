@@ -210,3 +210,15 @@ def test_real_model_materialized_once_and_reloads_fast(real_model, real_model_di
         )
     answer = tokenizer.decode(output[0, len(prompt) :], skip_special_tokens=True)
     assert "Paris" in answer
+
+
+def test_the_gguf_file_is_parsed_once_per_materialization_and_gguf_is_left_as_it_was():
+    import gguf
+
+    reader, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    path = loading.builtin_gguf_path()
+    with loading._gguf_parsed_once():
+        assert gguf.GGUFReader(path) is gguf.GGUFReader(path)  # config, tokenizer and weights share one parse
+        arch = gguf.MODEL_ARCH.LLAMA
+        assert gguf.get_tensor_name_map(arch, 30) is gguf.get_tensor_name_map(arch, 30)
+    assert (gguf.GGUFReader, gguf.get_tensor_name_map) == (reader, name_map)
