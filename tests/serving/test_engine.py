@@ -296,3 +296,29 @@ def test_dora_adapters_are_refused_with_a_clear_message(make_engine, tiny_model_
     engine = make_engine(extra_adapters={"ft:dora": tmp_path / "d"})
     with pytest.raises(ValueError, match="not plain LoRA"):
         asyncio.run(engine.complete(_greedy(_prompts(engine, 1)[0], "ft:dora")))
+
+
+def test_a_batch_using_few_of_the_loaded_adapters_gives_each_its_own_output(engine, tiny_model_dir, lora_adapter_dirs):
+    """With every adapter loaded, a batch that uses one of them (and the base model) multiplies by that
+    adapter's stack alone; its answers still equal PEFT's and the base model's."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    prompts = _prompts(engine, 2)
+
+    async def run(requests):
+        return await asyncio.gather(*(engine.complete(r) for r in requests))
+
+    asyncio.run(run([_greedy(prompts[0], key, max_new_tokens=2) for key in ADAPTER_KEYS]))  # load them all
+    assert len(engine.stats()["loaded_adapters"]) == len(ADAPTER_KEYS)
+    key = ADAPTER_KEYS[1]
+    tuned, plain = asyncio.run(run([_greedy(prompts[1], key, max_new_tokens=10), _greedy(prompts[1], None, 10)]))
+    with torch.inference_mode():
+        base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+        expected_plain = base.generate(input_ids=torch.tensor([prompts[1]]), max_new_tokens=10, do_sample=False)
+        reference = PeftModel.from_pretrained(base, lora_adapter_dirs[key]).eval()
+        expected = reference.generate(input_ids=torch.tensor([prompts[1]]), max_new_tokens=10, do_sample=False)
+    assert tuned.token_ids == expected[0, len(prompts[1]) :].tolist()[: len(tuned.token_ids)]
+    assert plain.token_ids == expected_plain[0, len(prompts[1]) :].tolist()[: len(plain.token_ids)]
+    assert engine._batched_lora._used is not None  # the subset path served that batch

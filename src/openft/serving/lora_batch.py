@@ -5,6 +5,9 @@ scatter back): with 4 adapters and ~200 adapted layers that is thousands of tiny
 each adapted ``nn.Linear`` keeps every loaded adapter side by side, ``A = [A_1 | A_2 | ...]`` and
 ``B = [s_1 B_1 ; s_2 B_2 ; ...]``; a per-row 0/1 mask over the concatenated rank keeps each row's own
 adapter, so ``delta = ((x @ A) * mask_row) @ B`` serves every row at once (base rows have an all-zero mask).
+When the batch uses at most half of the loaded adapters, the step multiplies by a stack of only those (built
+once per set of adapters in use and kept while it lasts): otherwise 64 loaded rank-16 adapters would make
+every decode step pay for a rank-1024 LoRA, more work than the base layer itself, whatever the batch uses.
 PEFT's own layers are switched to base-only and a forward hook adds the delta. Prefill passes (many
 tokens per row) instead run each adapter on its own rows only: there the FLOPs, not the op count, dominate.
 
@@ -54,6 +57,22 @@ class _LayerStack:
             end = start + width
             self.per_slot.append((self.a[:, start:end], self.b[start:end]) if width else None)
             start = end
+        self._subset: tuple[tuple[int, ...], _Stacked] | None = None
+
+    def subset(self, used: tuple[int, ...]) -> _Stacked:
+        """(A, B, layout) of only the slots in ``used`` (0-based), in that order; the last one is kept."""
+        if self._subset is not None and self._subset[0] == used:
+            return self._subset[1]
+        parts = [self.per_slot[slot] for slot in used]
+        layout = tuple(0 if part is None else part[0].shape[1] for part in parts)
+        present = [part for part in parts if part is not None]
+        a = torch.cat([part[0] for part in present], dim=1).contiguous() if present else None
+        b = torch.cat([part[1] for part in present], dim=0).contiguous() if present else None
+        self._subset = (used, (a, b, layout))
+        return self._subset[1]
+
+
+_Stacked = tuple[torch.Tensor | None, torch.Tensor | None, tuple[int, ...]]
 
 
 class BatchedLora:
@@ -66,6 +85,10 @@ class BatchedLora:
         self._slots: list[str] = []
         self._masks: dict[tuple[int, ...], torch.Tensor] | None = None
         self._row_slots: torch.Tensor | None = None
+        # Decode over a subset: the slots in use (0-based), and each row's 1-based position among them (0: base).
+        self._used: tuple[int, ...] | None = None
+        self._used_row_slots: torch.Tensor | None = None
+        self._used_masks: dict[tuple[int, ...], torch.Tensor] = {}
         self._groups: list[tuple[int, torch.Tensor]] | None = None  # (slot, rows using it), no base rows
         self._handles = [layer.register_forward_hook(self._hook) for layer in self._layers]
 
@@ -100,17 +123,26 @@ class BatchedLora:
         self._row_slots = torch.tensor([index.get(name, 0) for name in adapter_names], dtype=torch.long)
         self._masks = {}
         self._groups = None  # built by the first prefill pass that needs them; decode steps never do
+        used = tuple(sorted(set(self._row_slots.tolist()) - {0}))
+        if 2 * len(used) <= len(self._slots):
+            position = torch.zeros(len(self._slots) + 1, dtype=torch.long)
+            position[list(used)] = torch.arange(1, len(used) + 1)
+            self._used, self._used_row_slots = tuple(slot - 1 for slot in used), position[self._row_slots]
+        else:
+            self._used, self._used_row_slots = None, None
+        self._used_masks = {}
 
-    def _row_mask(self, layout: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-        mask = self._masks.get(layout)
+    @staticmethod
+    def _row_mask(masks: dict, row_slots: torch.Tensor, layout: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        mask = masks.get(layout)
         if mask is None:
             table = torch.zeros((len(layout) + 1, sum(layout)), dtype=dtype)
             start = 0
             for slot, width in enumerate(layout):
                 table[slot + 1, start : start + width] = 1
                 start += width
-            mask = table[self._row_slots]
-            self._masks[layout] = mask
+            mask = table[row_slots]
+            masks[layout] = mask
         return mask
 
     def _hook(self, layer: LoraLinear, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
@@ -122,10 +154,17 @@ class BatchedLora:
         x = args[0]
         if x.dim() == 3 and x.shape[1] > 1:
             return self._per_adapter_delta(stack, x, output)
-        mask = self._row_mask(stack.layout, x.dtype)
-        hidden = torch.matmul(x, stack.a).mul_(mask[:, None, :])
+        if self._used is not None:
+            a, b, layout = stack.subset(self._used)
+            if a is None:
+                return None
+            mask = self._row_mask(self._used_masks, self._used_row_slots, layout, x.dtype)
+        else:
+            a, b, layout = stack.a, stack.b, stack.layout
+            mask = self._row_mask(self._masks, self._row_slots, layout, x.dtype)
+        hidden = torch.matmul(x, a).mul_(mask[:, None, :])
         # In place, fused with the matmul: no extra output-sized tensor per layer and decode step.
-        output.view(-1, output.shape[-1]).addmm_(hidden.view(-1, hidden.shape[-1]), stack.b)
+        output.view(-1, output.shape[-1]).addmm_(hidden.view(-1, hidden.shape[-1]), b)
         return output
 
     def _per_adapter_delta(self, stack: _LayerStack, x: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
