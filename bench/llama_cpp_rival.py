@@ -1,16 +1,16 @@
 """llama.cpp as the single-stream rival: the same prompt token ids, the same number of output tokens, the same
 thread count, run through ``llama-cpp-python`` on a GGUF file of the same model.
 
-``llama-cpp-python`` is installed for the bench only (it compiles llama.cpp from source: tens of minutes on 2
-cores, so it stays out of ``make test`` and CI):
+``llama-cpp-python`` is installed for the bench only (it compiles llama.cpp from source, so it stays out of
+``make test`` and CI):
 
     CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON \
       -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AMX_INT8=OFF -DLLAMA_BUILD_TOOLS=OFF" \
       CMAKE_BUILD_PARALLEL_LEVEL=2 .venv/bin/pip install llama-cpp-python
 
-(3 minutes on the 2-core bench machine, llama-cpp-python 0.3.36.) ``-DGGML_NATIVE=ON`` on a CPU with AMX built
-a library whose ``llama_decode`` crashed with a segmentation fault on the first token, so AMX is left off;
-drop the AVX-512 flags on a CPU without them.
+(3 minutes on the 2-core bench machine of 2026-12-01, llama-cpp-python 0.3.36; slower CPUs take longer.)
+``-DGGML_NATIVE=ON`` on a CPU with AMX built a library whose ``llama_decode`` crashed with a segmentation
+fault on the first token, so AMX is left off; drop the AVX-512 flags on a CPU without them.
 
 Two files are measured: the bundled Q4_1 GGUF as llama.cpp runs it natively (4-bit weights), and an f32 GGUF
 converted from the same weights openft serves (openft's own llama.cpp converter), so the report separates
