@@ -24,6 +24,7 @@ import psutil
 from openft.api.errors import OpenAIError, model_not_found
 from openft.models.registry import ModelNotFound, get_base_model, load_model, load_tokenizer
 from openft.serving.backend import LocalBackend, ModelRoute, ServingBackend
+from openft.serving.decode_weights import apply_decode_weights, decode_weights_setting
 from openft.store import artifacts
 from openft.store import jobs as job_store
 from openft.store.db import session_scope
@@ -112,6 +113,7 @@ class ServingLimits:
     @classmethod
     def from_env(cls) -> ServingLimits:
         _env_int("OPENFT_SERVING_MAX_ADAPTER_BYTES", 0)  # checked here so a typo stops the server at start
+        decode_weights_setting()  # likewise
         return cls(
             max_engines=max(_env_int("OPENFT_SERVING_MAX_ENGINES", 4), 1),
             max_bytes=_env_int("OPENFT_SERVING_MAX_BYTES", 0),
@@ -138,6 +140,10 @@ def _fp32_scale(folder: Path) -> float:
         return 1.0
     dtype = str(config.get("dtype") or config.get("torch_dtype") or "float32")
     return 2.0 if dtype in ("bfloat16", "float16") else 1.0
+
+
+def _base_model(name: str):
+    return apply_decode_weights(load_model(name).eval())
 
 
 def estimate_bytes(model: ResolvedModel) -> int:
@@ -305,9 +311,14 @@ class EngineRegistry:
                     )
                 from openft.serving.engine import Engine
 
-                engine = Engine(loader, _adapter_folder, max_batch_size=self.max_batch_size,
-                                max_queue=self.max_queue, max_loaded_adapters=self.limits.max_adapters,
-                                name=key.replace("/", "_")[-40:])
+                engine = Engine(
+                    loader,
+                    _adapter_folder,
+                    max_batch_size=self.max_batch_size,
+                    max_queue=self.max_queue,
+                    max_loaded_adapters=self.limits.max_adapters,
+                    name=key.replace("/", "_")[-40:],
+                )
                 engine.start()
                 self._entries[key] = _Entry(engine, estimate, organization_id=model.organization_id)
                 return engine
@@ -321,11 +332,13 @@ class EngineRegistry:
             def load_full():
                 from transformers import AutoModelForCausalLM
 
-                return AutoModelForCausalLM.from_pretrained(path).eval(), load_tokenizer(model.base)
+                return apply_decode_weights(AutoModelForCausalLM.from_pretrained(path).eval()), load_tokenizer(
+                    model.base
+                )
 
             return ModelRoute(self._engine("full:" + path, load_full, model), None)
         base = model.base
-        engine = self._engine("base:" + base, lambda: (load_model(base).eval(), load_tokenizer(base)), model)
+        engine = self._engine("base:" + base, lambda: (_base_model(base), load_tokenizer(base)), model)
         return ModelRoute(engine, model.adapter_path)
 
     def enforce_cap(self) -> None:
@@ -376,8 +389,14 @@ class EngineRegistry:
         with self._lock:
             self._refresh()
             used = sum(e.total_bytes() for e in self._entries.values())
-            return {"tracked_bytes": used, "max_bytes": self.limits.bytes_cap, "engines": len(self._entries),
-                    "max_engines": self.limits.max_engines, "evictions": self.evictions, "refusals": self.refusals}
+            return {
+                "tracked_bytes": used,
+                "max_bytes": self.limits.bytes_cap,
+                "engines": len(self._entries),
+                "max_engines": self.limits.max_engines,
+                "evictions": self.evictions,
+                "refusals": self.refusals,
+            }
 
     def close(self) -> None:
         with self._lock:
@@ -410,8 +429,10 @@ def backend_for(state: Any, model: ResolvedModel) -> ServingBackend:
 
         fallback = None
         if getattr(state, "vllm_fallback_local", False):
+
             def fallback() -> ServingBackend:
                 return _local(state, model)
+
         return VLLMRouted(vllm, model, fallback)
     return _local(state, model)
 
@@ -419,7 +440,6 @@ def backend_for(state: Any, model: ResolvedModel) -> ServingBackend:
 def _local(state: Any, model: ResolvedModel) -> ServingBackend:
     route = state.engines.route(model)
     return LocalBackend(lambda _name: route)
-
 
 
 def vllm_from_settings():

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from openft.models.registry import ModelNotFound, get_base_model, load_model, load_tokenizer
 from openft.serving.backend import ModelRoute
+from openft.serving.decode_weights import apply_decode_weights
 from openft.serving.engine import Engine
 from openft.serving.types import AdapterNotFound
 from openft.store import jobs as job_store
@@ -48,7 +49,8 @@ class LocalModels:
         return self.engines[key]
 
     def _base_engine(self, base: str) -> Engine:
-        return self._engine(base, lambda: (load_model(base).eval(), load_tokenizer(base)))
+        # What an evaluation measures is what serving answers with, so the same decode weights.
+        return self._engine(base, lambda: (apply_decode_weights(load_model(base).eval()), load_tokenizer(base)))
 
     def _resolve_adapter(self, key: str) -> Path:
         if key not in self.adapter_paths:
@@ -72,7 +74,7 @@ class LocalModels:
         def load_full():
             from transformers import AutoModelForCausalLM
 
-            return AutoModelForCausalLM.from_pretrained(path).eval(), load_tokenizer(base)
+            return apply_decode_weights(AutoModelForCausalLM.from_pretrained(path).eval()), load_tokenizer(base)
 
         return ModelRoute(self._engine(name, load_full), None)
 

@@ -1,0 +1,31 @@
+"""Which weights the serving engines' decode steps read: ``OPENFT_SERVING_DECODE_WEIGHTS``.
+
+``fp32`` (the default) serves the weights as loaded. ``q4`` gives each linear layer of the decoder blocks a
+4-bit Q4_1 copy for decode steps of small batches and the output layer a bf16 copy for single-row steps
+(serving/q4_linear.py): exact weights for the bundled model, whose GGUF stores them as Q4_1, lossy for others.
+Importing this module does not import torch, so the API process can check the setting at start.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+DECODE_WEIGHTS = ("fp32", "q4")
+
+
+def decode_weights_setting() -> str:
+    """``OPENFT_SERVING_DECODE_WEIGHTS``: ``fp32`` (default) or ``q4``; anything else is a ValueError naming it."""
+    raw = (os.environ.get("OPENFT_SERVING_DECODE_WEIGHTS") or "fp32").strip().lower()
+    if raw not in DECODE_WEIGHTS:
+        raise ValueError(f"OPENFT_SERVING_DECODE_WEIGHTS must be one of {', '.join(DECODE_WEIGHTS)}, got {raw!r}")
+    return raw
+
+
+def apply_decode_weights(model: Any, mode: str | None = None) -> Any:
+    """The engine's model with the decode weights ``mode`` (default: the setting) asks for; ``fp32``: unchanged."""
+    if (mode or decode_weights_setting()) == "q4":
+        from openft.serving.q4_linear import use_q4_decode_weights  # torch: only once a model is loaded
+
+        use_q4_decode_weights(model)
+    return model

@@ -1,0 +1,126 @@
+"""4-bit decode weights (``OPENFT_SERVING_DECODE_WEIGHTS=q4``): decode steps read Q4_1 weights, not fp32.
+
+A decode step at batch size 1 multiplies one row by every weight matrix, so it is bound by how many bytes of
+weights it reads: 540 MB in fp32 for the bundled 135M model, about 22 ms a token on a 2-core machine before
+any other work. ``OPENFT_SERVING_DECODE_WEIGHTS=q4`` gives every linear layer of the decoder blocks a second,
+4-bit copy of its weights in llama.cpp's Q4_1 layout (groups of 32 along the input, each with a scale and a
+minimum) and uses it when a forward pass has at most ``MAX_Q4_ROWS`` rows: decode steps of small batches.
+Prefill and large batches, which are bound by arithmetic rather than bytes, keep the fp32 matmul, which the
+4-bit kernel is slower at. The fp32 weights stay (PEFT wraps these layers for LoRA adapters and reads them),
+so the copy costs about 1/7 more memory.
+
+The bundled model's weights *are* Q4_1 (its GGUF file stores them so; openft dequantises them to fp32), so
+for it the 4-bit copy is exact: ``quantization_error`` is 0, and the 4-bit path differs from fp32 only in that
+the kernel (PyTorch's ``_weight_int4pack_mm_for_cpu``) takes bf16 activations and scales. For other models
+it is a lossy quantisation, the same as llama.cpp's Q4_1. The output layer (tied to the embeddings, Q8_0 in the
+bundled GGUF, 21% of the bundled model's weights) gets a bf16 copy for single-row steps instead: a bf16
+matrix-vector product reads half the bytes (2.9 ms against 4.6 ms a step here), at bf16's precision of about 3
+significant digits. CPU only; docs/serving.md has the measured speed and how often greedy outputs differ.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+GROUP_SIZE = 32  # Q4_1's block: one scale and one minimum per 32 weights along the input
+MAX_Q4_ROWS = 16  # above this many rows the fp32 matmul is faster than the 4-bit kernel on a CPU
+_INNER_K_TILES = 2  # the packing's tile parameter; 2 works for any input width that is a multiple of 32
+
+
+def q4_1_quantize(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """(packed 4-bit weight, bf16 scales and zeros, the fp32 weight the 4-bit copy stands for, max abs error).
+
+    Each group of 32 weights becomes ``q * scale + minimum`` with q in 0..15, as in llama.cpp's Q4_1. The
+    packed kernel computes ``(q - 8) * scale + zero``, so zero = minimum + 8 * scale.
+    """
+    out_features, in_features = weight.shape
+    groups = weight.detach().float().reshape(out_features, in_features // GROUP_SIZE, GROUP_SIZE)
+    minimum, maximum = groups.amin(dim=-1, keepdim=True), groups.amax(dim=-1, keepdim=True)
+    scale = ((maximum - minimum) / 15).clamp(min=torch.finfo(torch.float32).tiny)
+    q = ((groups - minimum) / scale).round().clamp(0, 15)
+    represented = (q * scale + minimum).reshape(out_features, in_features)
+    error = float((represented - weight.detach().float()).abs().max())
+    zero = minimum + 8 * scale
+    scales_and_zeros = torch.stack(
+        [scale.reshape(out_features, -1).t(), zero.reshape(out_features, -1).t()], dim=-1
+    ).contiguous()  # [in / 32, out, 2]
+    packed = torch._convert_weight_to_int4pack_for_cpu(
+        q.to(torch.int32).reshape(out_features, in_features), _INNER_K_TILES
+    )
+    return packed, scales_and_zeros.to(torch.bfloat16), represented, error
+
+
+class Q4DecodeLinear(nn.Linear):
+    """An ``nn.Linear`` (same weight and bias parameters) whose small-batch forward reads 4-bit weights."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        nn.Module.__init__(self)
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight, self.bias = linear.weight, linear.bias
+        packed, scales_and_zeros, _, error = q4_1_quantize(linear.weight)
+        self.register_buffer("q4_weight", packed, persistent=False)
+        self.register_buffer("q4_scales_and_zeros", scales_and_zeros, persistent=False)
+        self.quantization_error = error
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.numel() // self.in_features
+        if rows > MAX_Q4_ROWS or rows == 0 or torch.is_grad_enabled():
+            return super().forward(x)
+        flat = x.reshape(rows, self.in_features).to(torch.bfloat16)
+        y = torch._weight_int4pack_mm_for_cpu(flat, self.q4_weight, GROUP_SIZE, self.q4_scales_and_zeros)
+        y = y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
+        return y if self.bias is None else y + self.bias
+
+
+class BF16DecodeOutput(nn.Linear):
+    """The output layer (same parameters, ties kept) with a bf16 copy of its weight for single-row steps."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        nn.Module.__init__(self)
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight, self.bias = linear.weight, linear.bias
+        self.register_buffer("bf16_weight", linear.weight.detach().to(torch.bfloat16), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.numel() != self.in_features or torch.is_grad_enabled():
+            return super().forward(x)
+        y = torch.mv(self.bf16_weight, x.reshape(-1).to(torch.bfloat16)).to(x.dtype)
+        y = y.reshape(*x.shape[:-1], self.out_features)
+        return y if self.bias is None else y + self.bias
+
+
+def _quantizable(module: nn.Module) -> bool:
+    return (
+        type(module) is nn.Linear
+        and module.in_features % GROUP_SIZE == 0
+        and module.weight.device.type == "cpu"
+        and module.weight.dtype == torch.float32
+    )
+
+
+def use_q4_decode_weights(model: nn.Module) -> dict[str, float]:
+    """Swap the decoder blocks' linear layers for Q4DecodeLinear, in place, before any adapter is loaded.
+
+    Returns {"layers": how many were swapped, "max_error": the largest weight change the 4-bit copy makes}.
+    Layers whose input width is not a multiple of 32 keep fp32; the output layer gets a bf16 copy instead.
+    """
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    swapped, max_error = 0, 0.0
+    with torch.no_grad():
+        for parent in list(model.modules()):
+            for name, child in list(parent.named_children()):
+                if child is output or not _quantizable(child):
+                    continue
+                replacement = Q4DecodeLinear(child)
+                setattr(parent, name, replacement)
+                swapped += 1
+                max_error = max(max_error, replacement.quantization_error)
+    if type(output) is nn.Linear and output.weight.device.type == "cpu" and output.weight.dtype == torch.float32:
+        model.set_output_embeddings(BF16DecodeOutput(output))
+    log.info("4-bit decode weights: %d linear layers, largest weight change %.3g", swapped, max_error)
+    return {"layers": swapped, "max_error": max_error}
