@@ -186,7 +186,11 @@ def test_served_base_models_and_evaluations_use_the_setting(monkeypatch, tiny_mo
     from openft.api import serving_state
     from openft.evals.local_models import LocalModels
 
+    model = serving_state.ResolvedModel(tiny_model, tiny_model, None, None)
+    monkeypatch.setenv("OPENFT_SERVING_DECODE_WEIGHTS", "fp32")
+    fp32_estimate = serving_state.estimate_bytes(model)
     monkeypatch.setenv("OPENFT_SERVING_DECODE_WEIGHTS", "q4")
+    assert serving_state.estimate_bytes(model) == int(fp32_estimate * 1.25) > 0  # the memory cap sees the copy
     served = serving_state._base_model(tiny_model)
     assert sum(isinstance(m, Q4DecodeLinear) for m in served.modules()) == 14
     engine = LocalModels("org-test")._base_engine(tiny_model)
