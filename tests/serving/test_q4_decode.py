@@ -41,6 +41,20 @@ def test_the_4_bit_copy_of_q4_1_weights_is_exact_and_computes_as_fp32_does_to_bf
     assert torch.allclose(got, expected, rtol=0.02, atol=0.02 * expected.abs().max().item())
 
 
+def test_long_prefills_run_in_bf16_where_the_cpu_has_it_and_in_fp32_where_not():
+    linear = torch.nn.Linear(128, 96, bias=True)
+    layer = Q4DecodeLinear(linear)
+    x = torch.randn(2, 200, 128)  # 400 rows: a prefill
+    with torch.inference_mode():
+        expected = linear(x)
+        layer.bf16_prefill = False  # a CPU without native bf16: fp32, bit for bit
+        assert torch.equal(layer(x), expected)
+        layer.bf16_prefill = True
+        got = layer(x)
+    assert got.dtype == torch.float32 and not torch.equal(got, expected)
+    assert torch.allclose(got, expected, rtol=0.02, atol=0.02 * expected.abs().max().item())
+
+
 def test_other_weights_are_quantised_with_at_most_half_a_step_of_error():
     weight = torch.randn(64, 96)
     _, _, represented, error = q4_1_quantize(weight)

@@ -27,6 +27,7 @@ from transformers.trainer_callback import PrinterCallback
 from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
 from openft.config import get_settings
+from openft.models.cpu import cpu_has_native_bf16
 from openft.store import artifacts
 from openft.training.callbacks import Reporter, ReporterCallback
 from openft.training.datasets import TokenizedData, tokenize_file
@@ -71,12 +72,6 @@ def load_tokenizer(model_dir: Path) -> PreTrainedTokenizerBase:
     if tokenizer.pad_token is None:  # padding-free batches never use it; padded eval batches do
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
-
-
-def cpu_has_native_bf16() -> bool:
-    """AVX512-BF16 or AMX: bf16 matmuls run several times faster than fp32 (without them, far slower)."""
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
 def use_bf16() -> bool:
