@@ -5,10 +5,12 @@ weights it reads: 540 MB in fp32 for the bundled 135M model, about 22 ms a token
 any other work. ``OPENFT_SERVING_DECODE_WEIGHTS=q4`` gives every linear layer of the decoder blocks a second,
 4-bit copy of its weights in llama.cpp's Q4_1 layout (groups of 32 along the input, each with a scale and a
 minimum) and uses it when a forward pass has at most ``MAX_Q4_ROWS`` rows: decode steps of small batches.
-Larger passes are bound by arithmetic rather than bytes, where the 4-bit kernel is slower: they keep the fp32
-matmul, and passes of ``BF16_MIN_ROWS`` rows or more (prefill of long or many prompts) run in bf16 where the CPU
-has native bf16 (AVX512-BF16 or AMX). The fp32 weights stay (PEFT wraps these layers for LoRA adapters and
-reads them), so the copy costs about 1/7 more memory.
+The 4-bit kernel dequantises as it goes, so passes of more rows (bigger batches, prefill) are bound by
+arithmetic there; where the CPU has native bf16 (AVX512-BF16 or AMX) they run on a second copy, oneDNN's
+prepacked bf16 linear, 2.5x fp32's speed at 16 rows and more at prefill sizes (bf16 rounds each weight to 8
+significant bits), and elsewhere on the fp32 weights. The fp32 weights stay (PEFT wraps these layers for LoRA
+adapters and reads them, and training never uses the copies), so ``q4`` costs memory: about 1/8 of the fp32
+size for the 4-bit copy and 1/2 for the bf16 one.
 
 The bundled model's weights *are* Q4_1 (its GGUF file stores them so; openft dequantises them to fp32), so
 for it the 4-bit copy is exact: ``quantization_error`` is 0, and the 4-bit path differs from fp32 only in that
@@ -16,7 +18,9 @@ the kernel (PyTorch's ``_weight_int4pack_mm_for_cpu``) takes bf16 activations an
 it is a lossy quantisation, the same as llama.cpp's Q4_1. The output layer (tied to the embeddings, Q8_0 in the
 bundled GGUF, 21% of the bundled model's weights) gets a bf16 copy for single-row steps instead: a bf16
 matrix-vector product reads half the bytes (2.9 ms against 4.6 ms a step here), at bf16's precision of about 3
-significant digits. CPU only; docs/serving.md has the measured speed and how often greedy outputs differ.
+significant digits. CPU only; docs/serving.md has the measured speed and how often greedy outputs differ
+(which also depends on the batch: a request alone and the same request in a batch of 12 take different
+paths, so they can part ways at a near-tie).
 """
 
 from __future__ import annotations
@@ -31,10 +35,10 @@ from openft.models.cpu import cpu_has_native_bf16
 log = logging.getLogger(__name__)
 
 GROUP_SIZE = 32  # Q4_1's block: one scale and one minimum per 32 weights along the input
-MAX_Q4_ROWS = 16  # at 32 rows the 4-bit kernel is as slow as fp32 (it dequantises as it goes)
-# Passes of at least this many rows (a prefill of long or many prompts) run as bf16 matmuls where the CPU has
-# native bf16: 2.5x faster than fp32 at 560 rows here, including converting the weight; only 1.2x at 256.
-BF16_MIN_ROWS = 256  # above this many rows the fp32 matmul is faster than the 4-bit kernel on a CPU
+# Up to this many rows the 4-bit kernel is the fastest; it dequantises as it goes, so beyond it oneDNN's
+# prepacked bf16 linear wins (all 210 layers of the bundled model, 2 cores: 1 row 6.0 ms 4-bit / 14.8 bf16 /
+# 16.3 fp32; 8 rows 12.7 / 14.4 / 30.3; 16 rows 22.7 / 15.5 / 38.2; 64 rows - / 18.8 / -).
+MAX_Q4_ROWS = 8  # above this many rows the fp32 matmul is faster than the 4-bit kernel on a CPU
 _INNER_K_TILES = 2  # the packing's tile parameter; 2 works for any input width that is a multiple of 32
 
 
@@ -61,10 +65,16 @@ def q4_1_quantize(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tor
     return packed, scales_and_zeros.to(torch.bfloat16), represented, error
 
 
-class Q4DecodeLinear(nn.Linear):
-    """An ``nn.Linear`` (same weight and bias parameters) whose small-batch forward reads 4-bit weights."""
+def bf16_batches_available() -> bool:
+    """oneDNN's prepacked bf16 linear runs fast here: the CPU has native bf16 (AVX512-BF16 or AMX)."""
+    fast = cpu_has_native_bf16() and torch.backends.mkldnn.is_available()
+    return fast and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
-    def __init__(self, linear: nn.Linear) -> None:
+
+class Q4DecodeLinear(nn.Linear):
+    """An ``nn.Linear`` (same weight and bias parameters) whose inference passes read 4-bit or bf16 copies."""
+
+    def __init__(self, linear: nn.Linear, bf16_batches: bool | None = None) -> None:
         nn.Module.__init__(self)
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.weight, self.bias = linear.weight, linear.bias
@@ -72,22 +82,31 @@ class Q4DecodeLinear(nn.Linear):
         self.register_buffer("q4_weight", packed, persistent=False)
         self.register_buffer("q4_scales_and_zeros", scales_and_zeros, persistent=False)
         self.quantization_error = error
-        self.bf16_prefill = cpu_has_native_bf16()
+        # oneDNN's blocked bf16 copy for passes of more rows; an opaque tensor (no storage), so not a buffer:
+        # `unregistered_bytes` tells the memory accounting about it.
+        self.bf16_packed: torch.Tensor | None = None
+        self.bf16_bias: torch.Tensor | None = None
+        self.unregistered_bytes = 0
+        if bf16_batches_available() if bf16_batches is None else bf16_batches:
+            with torch.no_grad():
+                bf16 = linear.weight.detach().to(torch.bfloat16)
+                self.bf16_packed = torch.ops.mkldnn._reorder_linear_weight(bf16, 2 * MAX_Q4_ROWS)
+                self.bf16_bias = None if linear.bias is None else linear.bias.detach().to(torch.bfloat16)
+            self.unregistered_bytes = bf16.numel() * bf16.element_size()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // self.in_features
         if torch.is_grad_enabled() or rows == 0:
             return super().forward(x)
-        if rows >= BF16_MIN_ROWS and self.bf16_prefill:
-            # Converting the weight each time costs less than the fp32 matmul it replaces at this size.
-            bias = None if self.bias is None else self.bias.to(torch.bfloat16)
-            return nn.functional.linear(x.to(torch.bfloat16), self.weight.to(torch.bfloat16), bias).to(x.dtype)
-        if rows > MAX_Q4_ROWS:
-            return super().forward(x)
         flat = x.reshape(rows, self.in_features).to(torch.bfloat16)
-        y = torch._weight_int4pack_mm_for_cpu(flat, self.q4_weight, GROUP_SIZE, self.q4_scales_and_zeros)
-        y = y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
-        return y if self.bias is None else y + self.bias
+        if rows <= MAX_Q4_ROWS:
+            y = torch._weight_int4pack_mm_for_cpu(flat, self.q4_weight, GROUP_SIZE, self.q4_scales_and_zeros)
+            y = y if self.bias is None else y + self.bias
+        elif self.bf16_packed is not None:
+            y = torch.ops.mkldnn._linear_pointwise(flat, self.bf16_packed, self.bf16_bias, "none", [], "")
+        else:
+            return super().forward(x)
+        return y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
 
 
 class BF16DecodeOutput(nn.Linear):
