@@ -2,8 +2,9 @@
 ``model.generate`` of plain transformers on the same prompts, measured in the same run. Prints JSON.
 
 The engine runs twice: with fp32 weights (``engine``) and with 4-bit decode weights (``engine_q4``,
-``OPENFT_SERVING_DECODE_WEIGHTS=q4``: Q4_1 linear layers and a bf16 output layer for decode steps; the bundled
-model's weights are Q4_1 in its GGUF, so that is the same quantisation llama.cpp runs with ``--llama-cpp``).
+``OPENFT_SERVING_DECODE_WEIGHTS=q4``: Q4_1 linear layers for decode steps of up to 8 rows, bf16 copies for
+bigger passes; the bundled model's weights are Q4_1 in its GGUF, so that is the same quantisation llama.cpp
+runs with ``--llama-cpp``).
 
 Every request generates exactly ``--max-new-tokens`` tokens (``ignore_eos``, like vLLM's throughput
 benchmark; ``min_new_tokens`` for ``generate``). Otherwise the comparison measures output lengths, not

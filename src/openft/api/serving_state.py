@@ -321,14 +321,9 @@ class EngineRegistry:
                     )
                 from openft.serving.engine import Engine
 
-                engine = Engine(
-                    loader,
-                    _adapter_folder,
-                    max_batch_size=self.max_batch_size,
-                    max_queue=self.max_queue,
-                    max_loaded_adapters=self.limits.max_adapters,
-                    name=key.replace("/", "_")[-40:],
-                )
+                engine = Engine(loader, _adapter_folder, max_batch_size=self.max_batch_size,
+                                max_queue=self.max_queue, max_loaded_adapters=self.limits.max_adapters,
+                                name=key.replace("/", "_")[-40:])
                 engine.start()
                 self._entries[key] = _Entry(engine, estimate, organization_id=model.organization_id)
                 return engine
@@ -342,9 +337,8 @@ class EngineRegistry:
             def load_full():
                 from transformers import AutoModelForCausalLM
 
-                return apply_decode_weights(AutoModelForCausalLM.from_pretrained(path).eval()), load_tokenizer(
-                    model.base
-                )
+                full = AutoModelForCausalLM.from_pretrained(path).eval()
+                return apply_decode_weights(full), load_tokenizer(model.base)
 
             return ModelRoute(self._engine("full:" + path, load_full, model), None)
         base = model.base
@@ -399,14 +393,8 @@ class EngineRegistry:
         with self._lock:
             self._refresh()
             used = sum(e.total_bytes() for e in self._entries.values())
-            return {
-                "tracked_bytes": used,
-                "max_bytes": self.limits.bytes_cap,
-                "engines": len(self._entries),
-                "max_engines": self.limits.max_engines,
-                "evictions": self.evictions,
-                "refusals": self.refusals,
-            }
+            return {"tracked_bytes": used, "max_bytes": self.limits.bytes_cap, "engines": len(self._entries),
+                    "max_engines": self.limits.max_engines, "evictions": self.evictions, "refusals": self.refusals}
 
     def close(self) -> None:
         with self._lock:
@@ -439,10 +427,8 @@ def backend_for(state: Any, model: ResolvedModel) -> ServingBackend:
 
         fallback = None
         if getattr(state, "vllm_fallback_local", False):
-
             def fallback() -> ServingBackend:
                 return _local(state, model)
-
         return VLLMRouted(vllm, model, fallback)
     return _local(state, model)
 
@@ -450,6 +436,7 @@ def backend_for(state: Any, model: ResolvedModel) -> ServingBackend:
 def _local(state: Any, model: ResolvedModel) -> ServingBackend:
     route = state.engines.route(model)
     return LocalBackend(lambda _name: route)
+
 
 
 def vllm_from_settings():

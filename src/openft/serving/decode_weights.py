@@ -1,8 +1,9 @@
 """Which weights the serving engines' decode steps read: ``OPENFT_SERVING_DECODE_WEIGHTS``.
 
 ``fp32`` (the default) serves the weights as loaded. ``q4`` gives each linear layer of the decoder blocks a
-4-bit Q4_1 copy for decode steps of small batches and the output layer a bf16 copy for single-row steps
-(serving/q4_linear.py): exact weights for the bundled model, whose GGUF stores them as Q4_1, lossy for others.
+4-bit Q4_1 copy for decode steps of small batches and, where the CPU has native bf16, a bf16 copy for bigger
+passes, and the output layer a bf16 copy for single-row steps (serving/q4_linear.py): exact Q4_1 weights for
+the bundled model, whose GGUF stores them so, lossy for others; about 1.65x the fp32 model's memory.
 Importing this module does not import torch, so the API process can check the setting at start.
 """
 
