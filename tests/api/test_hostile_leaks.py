@@ -71,8 +71,10 @@ def test_serving_stats_show_only_the_callers_adapters(server, keys):
 
 def test_non_streaming_request_is_cancelled_when_its_client_goes(server, keys):
     key = keys["owner-org"]
+    # Greedy: the tiny model then never ends on its own (sampled, it could stop early and answer in time); 1900
+    # tokens take it ~3 s on a fast machine, double the client's patience.
     body = {"model": "tiny-llama", "messages": [{"role": "user", "content": "go"}], "max_tokens": 1900,
-            "temperature": 1.0, "stop": None}
+            "temperature": 0, "stop": None}
     before = httpx.get(server.base_url + "/serving/stats", headers=auth(key)).json()["engines"]["base:tiny-llama"]
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(server.base_url + "/chat/completions", headers=auth(key), json=body, timeout=1.5)

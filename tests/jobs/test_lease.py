@@ -95,3 +95,38 @@ def test_claims_alternate_between_organizations_and_respect_the_cap(org_ids):
     capped = QueueSettings(lease_seconds=30, max_per_organization=1)
     assert claim("w3", capped) is None  # alpha already runs one task and beta has nothing left
     assert claim("w3").subject_id == "ftjob-a1"  # without the cap it would run
+
+
+def test_a_cancel_racing_a_runners_fenced_write_waits_for_it_instead_of_deadlocking(org_ids):
+    """A runner's fenced transaction locks the task row, then the job's row. A cancel (which sets the job's
+    status, then withdraws the task) takes them in the same order, so on PostgreSQL it waits for the runner
+    rather than deadlocking with it (one side then fails: the cancel answered 500 before)."""
+    import threading
+    import time
+
+    add_job(org_ids[0], "ftjob-1")
+    lease = claim("worker-a")
+    holding, errors = threading.Event(), []
+
+    def runner() -> None:
+        try:
+            with lease.session() as session:  # the task row is locked from here
+                holding.set()
+                time.sleep(1.0)  # the cancel starts meanwhile
+                session.execute(update(FineTuningJob).where(FineTuningJob.id == "ftjob-1").values(current_step=7))
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    thread = threading.Thread(target=runner)
+    thread.start()
+    assert holding.wait(10)
+    with session_scope() as session:
+        job = session.get(FineTuningJob, "ftjob-1")
+        job.status = "cancelled"
+        assert queue.withdraw(session, "ftjob-1") == 1
+    thread.join(30)
+    assert errors == []
+    with session_scope() as session:
+        job = session.get(FineTuningJob, "ftjob-1")
+        assert (job.status, job.current_step) == ("cancelled", 7)
+        assert session.scalars(select(QueueTask.state).where(QueueTask.subject_id == "ftjob-1")).one() == "withdrawn"

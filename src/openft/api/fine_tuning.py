@@ -147,9 +147,10 @@ def cancel(job_id: str, org: Org) -> dict[str, Any]:
             raise bad_request(f"Job {job_id} has already {job.status}; only active jobs can be cancelled.",
                               param="fine_tuning_job_id")
         # The worker sees the status and stops the training process; a trainer that finishes in the
-        # meantime cannot overwrite it (its final update requires status 'running').
-        job.status, job.control, job.finished_at, job.estimated_finish = "cancelled", "cancel", int(time.time()), None
+        # meantime cannot overwrite it (its final update requires status 'running'). The task row is
+        # locked before the job's row, as a runner's fenced writes do (queue.withdraw).
         queue.withdraw(session, job.id)  # a worker running it kills the process at once
+        job.status, job.control, job.finished_at, job.estimated_finish = "cancelled", "cancel", int(time.time()), None
         job_store.add_event(session, job.id, "Fine-tuning job cancelled")
         return job_to_wire(job)
 

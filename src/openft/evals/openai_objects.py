@@ -52,9 +52,9 @@ def list_evals(session: Session, organization_id: str, *, after: str | None, lim
 
 def delete_eval(session: Session, row: OpenAIEval) -> None:
     run_ids = select(OpenAIEvalRun.id).where(OpenAIEvalRun.eval_id == row.id)
-    session.execute(delete(OpenAIEvalOutputItem).where(OpenAIEvalOutputItem.run_id.in_(run_ids)))
-    for run_id in session.scalars(run_ids).all():
+    for run_id in session.scalars(run_ids).all():  # the task rows first: queue.withdraw says why
         _withdraw(session, run_id)
+    session.execute(delete(OpenAIEvalOutputItem).where(OpenAIEvalOutputItem.run_id.in_(run_ids)))
     session.execute(delete(OpenAIEvalRun).where(OpenAIEvalRun.eval_id == row.id))
     session.delete(row)
 

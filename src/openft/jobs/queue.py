@@ -48,12 +48,18 @@ def active_task(session: Session, subject_id: str, kind: str | None = None) -> Q
 
 
 def withdraw(session: Session, subject_id: str) -> int:
-    """Take a subject's work off the queue (cancel, pause): a worker holding it stops its child at once."""
-    result = session.execute(
-        update(QueueTask)
-        .where(QueueTask.subject_id == subject_id, QueueTask.state.in_(ACTIVE_STATES))
-        .values(state="withdrawn", finished_at=time.time())
-    )
+    """Take a subject's work off the queue (cancel, pause): a worker holding it stops its child at once.
+
+    Call it before writing the subject's rows. The caller's pending changes to them are not flushed first:
+    a runner's fenced transaction locks the task row and then the subject's rows, so locking them the other
+    way round could deadlock with it (PostgreSQL would then fail the cancel with an error).
+    """
+    with session.no_autoflush:
+        result = session.execute(
+            update(QueueTask)
+            .where(QueueTask.subject_id == subject_id, QueueTask.state.in_(ACTIVE_STATES))
+            .values(state="withdrawn", finished_at=time.time())
+        )
     return result.rowcount
 
 
