@@ -126,13 +126,8 @@ class BF16DecodeOutput(nn.Linear):
         return y if self.bias is None else y + self.bias
 
 
-def _quantizable(module: nn.Module) -> bool:
-    return (
-        type(module) is nn.Linear
-        and module.in_features % GROUP_SIZE == 0
-        and module.weight.device.type == "cpu"
-        and module.weight.dtype == torch.float32
-    )
+def _cpu_fp32_linear(module: nn.Module | None) -> bool:
+    return type(module) is nn.Linear and module.weight.device.type == "cpu" and module.weight.dtype == torch.float32
 
 
 def use_q4_decode_weights(model: nn.Module) -> dict[str, float]:
@@ -142,17 +137,18 @@ def use_q4_decode_weights(model: nn.Module) -> dict[str, float]:
     Layers whose input width is not a multiple of 32 keep fp32; the output layer gets a bf16 copy instead.
     """
     output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    bf16_batches = bf16_batches_available()  # probed once, not per layer
     swapped, max_error = 0, 0.0
     with torch.no_grad():
         for parent in list(model.modules()):
             for name, child in list(parent.named_children()):
-                if child is output or not _quantizable(child):
+                if child is output or not _cpu_fp32_linear(child) or child.in_features % GROUP_SIZE:
                     continue
-                replacement = Q4DecodeLinear(child)
+                replacement = Q4DecodeLinear(child, bf16_batches)
                 setattr(parent, name, replacement)
                 swapped += 1
                 max_error = max(max_error, replacement.quantization_error)
-    if type(output) is nn.Linear and output.weight.device.type == "cpu" and output.weight.dtype == torch.float32:
+    if _cpu_fp32_linear(output):
         model.set_output_embeddings(BF16DecodeOutput(output))
     log.info("4-bit decode weights: %d linear layers, largest weight change %.3g", swapped, max_error)
     return {"layers": swapped, "max_error": max_error}
