@@ -15,6 +15,7 @@ from openft.serving.engine import Engine
 from openft.serving.q4_linear import (
     BF16DecodeOutput,
     Q4DecodeLinear,
+    Q4Siblings,
     bf16_batches_available,
     q4_1_quantize,
     use_q4_decode_weights,
@@ -59,6 +60,21 @@ def test_passes_of_more_than_8_rows_run_on_the_bf16_copy_to_bf16_precision():
     assert torch.allclose(got, expected, rtol=0.02, atol=0.02 * expected.abs().max().item())
 
 
+@pytest.mark.skipif(not bf16_batches_available(), reason="this CPU has no native bf16")
+def test_the_output_layer_reads_its_bf16_copy_for_any_number_of_rows():
+    linear = torch.nn.Linear(128, 500, bias=False)
+    layer = BF16DecodeOutput(linear)
+    assert layer.bf16_packed is not None and layer.unregistered_bytes == 500 * 128 * 2
+    assert layer.bf16_weight is None  # the prepacked copy replaces the plain one
+    for x in (torch.randn(1, 1, 128), torch.randn(16, 1, 128)):  # one decode row; a batch of 16
+        with torch.inference_mode():
+            expected, got = linear(x), layer(x)
+        assert got.shape == expected.shape and got.dtype == torch.float32
+        assert torch.allclose(got, expected, rtol=0.02, atol=0.02 * expected.abs().max().item())
+    with torch.enable_grad():
+        assert torch.equal(layer(x), linear(x))  # training reads the fp32 weight
+
+
 def test_without_native_bf16_passes_of_more_than_8_rows_stay_fp32_bit_for_bit():
     linear = torch.nn.Linear(128, 96, bias=True)
     layer = Q4DecodeLinear(linear, bf16_batches=False)
@@ -68,6 +84,25 @@ def test_without_native_bf16_passes_of_more_than_8_rows_stay_fp32_bit_for_bit():
     with torch.inference_mode():
         assert torch.equal(layer(big), linear(big))
         assert not torch.equal(layer(x), linear(x))
+
+
+def test_projections_sharing_an_input_give_what_each_gives_alone_in_any_order():
+    linears = [torch.nn.Linear(64, width, bias=bias) for width, bias in ((96, True), (32, False), (32, True))]
+    alone = [Q4DecodeLinear(linear, bf16_batches=False) for linear in linears]
+    grouped = [Q4DecodeLinear(linear, bf16_batches=False) for linear in linears]
+    Q4Siblings(grouped)
+    assert grouped[0].q4_weight is not None and grouped[1].q4_weight is None  # one stacked copy, held once
+    x, other = torch.randn(2, 1, 64), torch.randn(2, 1, 64)
+    with torch.inference_mode():
+        expected = [layer(x) for layer in alone]
+        for order in ((0, 1, 2), (2, 0, 1)):
+            got = {index: grouped[index](x) for index in order}
+            assert all(torch.equal(got[i], expected[i]) for i in range(3))
+        # A member called on another input between its siblings' calls is not handed a stale output.
+        first = grouped[0](x)
+        assert torch.equal(grouped[1](other), alone[1](other)) and torch.equal(grouped[2](x), expected[2])
+        assert torch.equal(first, expected[0])
+    assert grouped[0].siblings._input is None or grouped[0].siblings._input is x
 
 
 def test_other_weights_are_quantised_with_at_most_half_a_step_of_error():
@@ -87,6 +122,7 @@ def test_swapping_keeps_the_parameters_and_leaves_training_in_fp32(tiny_model_di
     before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
     report = use_q4_decode_weights(model)
     assert report["layers"] == 2 * 7  # q, k, v, o, gate, up, down in each of the 2 blocks
+    assert report["sibling_groups"] == 2 * 2  # q/k/v and gate/up read the same input
     assert isinstance(model.get_output_embeddings(), BF16DecodeOutput)
     assert model.get_output_embeddings().weight is model.get_input_embeddings().weight  # still tied
     after = model.state_dict()
@@ -182,7 +218,7 @@ def test_the_bundled_model_with_q4_decode_weights_picks_the_fp32_models_tokens(r
     tokenizer = AutoTokenizer.from_pretrained(real_model_dir)
     reference = AutoModelForCausalLM.from_pretrained(real_model_dir, dtype=torch.float32).eval()
     quantised = AutoModelForCausalLM.from_pretrained(real_model_dir, dtype=torch.float32).eval()
-    assert use_q4_decode_weights(quantised) == {"layers": 210, "max_error": 0.0}
+    assert use_q4_decode_weights(quantised) == {"layers": 210, "sibling_groups": 60, "max_error": 0.0}
 
     def step_logits(model, prompt: list[int], answer: list[int]) -> torch.Tensor:
         cache = DynamicCache(config=model.config)
@@ -230,7 +266,7 @@ def test_served_base_models_and_evaluations_use_the_setting(monkeypatch, tiny_mo
     engine.wait_ready(timeout=120)
     try:
         assert sum(isinstance(m, Q4DecodeLinear) for m in engine.model.modules()) == 14
-        copies = sum(m.unregistered_bytes for m in engine.model.modules() if isinstance(m, Q4DecodeLinear))
+        copies = sum(getattr(m, "unregistered_bytes", 0) for m in engine.model.modules())
         registered = sum(t.numel() * t.element_size() for t in [*engine.model.parameters(), *engine.model.buffers()])
         assert serving_state.measured_bytes(engine) == registered + copies  # the cap sees the bf16 copies
     finally:

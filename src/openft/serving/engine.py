@@ -390,7 +390,7 @@ class Engine:
             mask[row, longest - len(prompt) :] = 1
             sequence.length = len(prompt)
         position_ids = (mask.cumsum(dim=1) - 1).clamp(min=0)
-        cache = DynamicCache(config=self.model.config)
+        cache = kv_batch.new_cache(self.model.config)
         logits = self._forward(sequences, input_ids, mask, position_ids, cache)
         self._stats.prefill_steps += 1
         kv_batch.zero_padding(cache, mask)

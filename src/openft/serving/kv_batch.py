@@ -4,12 +4,77 @@ Rows are left-aligned by padding so every row's newest token sits in the last co
 hides the padding and position ids count only real tokens, which makes each row's computation the same as
 if it ran alone. Joining concatenates along the batch dimension after padding the shorter side on the left;
 leaving selects the remaining rows and drops padding columns no row needs any more.
+
+Decode steps append into spare room (``GrowingLayer``) instead of DynamicLayer's ``torch.cat``, which copies
+every layer's whole cache at every step: at 16 rows that copying was a fifth of a decode step's time.
 """
 
 from __future__ import annotations
 
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
+
+# Spare positions a layer's buffer gets when it grows: at least this many, or a quarter of its length.
+MIN_SPARE_TOKENS = 64
+
+
+class GrowingLayer(DynamicLayer):
+    """A DynamicLayer whose keys and values are views into buffers with spare room along the sequence.
+
+    ``update`` writes the new positions in place and re-slices. The batch functions below replace
+    ``keys``/``values`` with new tensors (rows joining or leaving); the next ``update`` notices that the views
+    no longer belong to the buffers and copies them into new ones, which is what every step cost before.
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._key_buffer: torch.Tensor | None = None
+        self._value_buffer: torch.Tensor | None = None
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        length = self.keys.shape[-2] if self.keys.numel() else 0
+        needed = length + key_states.shape[-2]
+        if not self._views_own_buffers() or self._key_buffer.shape[-2] < needed:
+            self._regrow(length, needed, key_states, value_states)
+        self._key_buffer[:, :, length:needed].copy_(key_states)
+        self._value_buffer[:, :, length:needed].copy_(value_states)
+        self.keys = self._key_buffer[:, :, :needed]
+        self.values = self._value_buffer[:, :, :needed]
+        return self.keys, self.values
+
+    def _views_own_buffers(self) -> bool:
+        buffer = self._key_buffer
+        if buffer is None or self.keys.numel() == 0:
+            return False
+        return (
+            self.keys.data_ptr() == buffer.data_ptr()
+            and self.values.data_ptr() == self._value_buffer.data_ptr()
+            and self.keys.shape[:2] == buffer.shape[:2]
+            and self.keys.stride() == buffer.stride()
+        )
+
+    def _regrow(self, length: int, needed: int, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        capacity = needed + max(MIN_SPARE_TOKENS, needed // 4)
+        batch, heads, _, _ = key_states.shape
+        self._key_buffer = key_states.new_empty((batch, heads, capacity, key_states.shape[-1]))
+        self._value_buffer = value_states.new_empty((batch, heads, capacity, value_states.shape[-1]))
+        if length:
+            self._key_buffer[:, :, :length].copy_(self.keys)
+            self._value_buffer[:, :, :length].copy_(self.values)
+
+    def reset(self) -> None:
+        self._key_buffer = self._value_buffer = None
+        super().reset()
+
+
+def new_cache(config) -> DynamicCache:
+    """A DynamicCache for ``config`` whose full-attention layers are GrowingLayers (others stay as they are)."""
+    cache = DynamicCache(config=config)
+    cache.layers = [GrowingLayer() if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    return cache
 
 
 def _layers(cache: DynamicCache) -> list:
