@@ -17,9 +17,9 @@ for it the 4-bit copy is exact: ``quantization_error`` is 0, and the 4-bit path 
 the kernel (PyTorch's ``_weight_int4pack_mm_for_cpu``) takes bf16 activations and scales. For other models
 it is a lossy quantisation, the same as llama.cpp's Q4_1. The output layer (tied to the embeddings, Q8_0 in the
 bundled GGUF, 21% of the bundled model's weights) gets a bf16 copy instead (``BF16DecodeOutput``): it reads
-half the bytes, at bf16's precision of about 3 significant digits. CPU only; docs/serving.md has the measured speed and how often greedy outputs differ
-(which also depends on the batch: a request alone and the same request in a batch of 12 take different
-paths, so they can part ways at a near-tie).
+half the bytes, at bf16's precision of about 3 significant digits. CPU only; docs/serving.md has the measured
+speed and how often greedy outputs differ (which also depends on the batch: a request alone and the same
+request in a batch of 12 take different paths, so they can part ways at a near-tie).
 """
 
 from __future__ import annotations
