@@ -322,3 +322,28 @@ def test_a_batch_using_few_of_the_loaded_adapters_gives_each_its_own_output(engi
     assert tuned.token_ids == expected[0, len(prompts[1]) :].tolist()[: len(tuned.token_ids)]
     assert plain.token_ids == expected_plain[0, len(prompts[1]) :].tolist()[: len(plain.token_ids)]
     assert engine._batched_lora._used is not None  # the subset path served that batch
+
+
+def test_base_rows_skip_the_lora_layers_and_the_adapters_stay_in_place(engine, tiny_model_dir):
+    """With adapters loaded, a batch of only base rows calls the base layers directly (PEFT's wrappers cost
+    ~10 us a layer); the answer is plain transformers', and the wrappers are back afterwards, even after an error."""
+    import torch
+    from peft.tuners.lora import Linear as LoraLinear
+    from transformers import AutoModelForCausalLM
+
+    prompt = _prompts(engine, 4)[3]
+    tuned_before = asyncio.run(engine.complete(_greedy(prompt, ADAPTER_KEYS[0], max_new_tokens=8)))
+    plain = asyncio.run(engine.complete(_greedy(prompt, None, max_new_tokens=8)))
+    with torch.inference_mode():
+        base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+        expected = base.generate(input_ids=torch.tensor([prompt]), max_new_tokens=8, do_sample=False)
+    assert plain.token_ids == expected[0, len(prompt) :].tolist()[: len(plain.token_ids)]
+    batched = engine._batched_lora
+    layers = [m for m in engine.adapters.model.modules() if isinstance(m, LoraLinear)]
+    assert layers and len(batched._places) == len(layers)
+    with pytest.raises(RuntimeError, match="boom"), batched.base_only():
+        assert not any(isinstance(m, LoraLinear) for m in engine.adapters.model.modules())
+        raise RuntimeError("boom")
+    assert [m for m in engine.adapters.model.modules() if isinstance(m, LoraLinear)] == layers
+    tuned_after = asyncio.run(engine.complete(_greedy(prompt, ADAPTER_KEYS[0], max_new_tokens=8)))
+    assert tuned_after.token_ids == tuned_before.token_ids != plain.token_ids

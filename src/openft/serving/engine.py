@@ -10,6 +10,7 @@ event loop through ``call_soon_threadsafe``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import threading
@@ -343,22 +344,26 @@ class Engine:
     def _forward(self, sequences, input_ids, attention_mask, position_ids, cache) -> torch.Tensor:
         adapter_names = [s.adapter_name for s in sequences]
         kwargs = {}
+        only_base = contextlib.nullcontext()
         if self.adapters.model is not self.model:
             if self._lora_version != self.adapters.version:
                 self._sync_batched_lora()
             if self._batched_lora is not None:
                 self._batched_lora.set_rows(adapter_names)
+                if all(name == BASE_ADAPTER for name in adapter_names):
+                    only_base = self._batched_lora.base_only()
             else:
                 kwargs["adapter_names"] = adapter_names
-        out = self.adapters.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=1,
-            **kwargs,
-        )
+        with only_base:
+            out = self.adapters.model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+                **kwargs,
+            )
         stats = self._stats
         stats.forward_steps += 1
         stats.max_batch_size_seen = max(stats.max_batch_size_seen, len(sequences))

@@ -17,6 +17,9 @@ Only plain LoRA on linear layers is handled (no DoRA/variants, no LoRA bias, no 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from peft import PeftModel
 from peft.tuners.lora import Linear as LoraLinear
@@ -91,6 +94,7 @@ class BatchedLora:
         self._used_masks: dict[tuple[int, ...], torch.Tensor] = {}
         self._groups: list[tuple[int, torch.Tensor]] | None = None  # (slot, rows using it), no base rows
         self._handles = [layer.register_forward_hook(self._hook) for layer in self._layers]
+        self._places: list[tuple[torch.nn.Module, str, LoraLinear]] = []  # where each LoRA layer sits
 
     def rebuild(self, adapter_names: list[str]) -> None:
         """Call after adapters were loaded or deleted (PEFT adds LoRA layers lazily, so look again)."""
@@ -105,6 +109,29 @@ class BatchedLora:
             for layer in self._layers:
                 layer.enable_adapters(False)  # PEFT computes the base output; the hook adds LoRA
                 self._stacks[id(layer)] = _LayerStack(layer, self._slots)
+        ours = {id(layer) for layer in self._layers}
+        self._places = [
+            (parent, name, child)
+            for parent in self._model.modules()
+            for name, child in parent._modules.items()
+            if id(child) in ours
+        ]
+
+    @contextmanager
+    def base_only(self) -> Iterator[None]:
+        """For a pass whose rows all use the base model: each LoRA layer's parent calls the base layer directly.
+
+        PEFT's wrapper and the hook cost ~10 us per adapted layer even when they add nothing: ~2 ms of a
+        ~16 ms single-row 4-bit decode step for the bundled model with adapters loaded. The engine runs one
+        pass at a time on its own thread, so swapping the modules for the pass is safe.
+        """
+        for parent, name, layer in self._places:
+            parent._modules[name] = layer.base_layer
+        try:
+            yield
+        finally:
+            for parent, name, layer in self._places:
+                parent._modules[name] = layer
 
     def remove(self) -> None:
         """Hand mixed-adapter batches back to PEFT (an adapter this class cannot stack was loaded)."""
@@ -112,7 +139,7 @@ class BatchedLora:
             handle.remove()
         for layer in self._layers:
             layer.enable_adapters(True)
-        self._handles, self._layers, self._stacks = [], [], {}
+        self._handles, self._layers, self._stacks, self._places = [], [], {}, []
 
     def set_rows(self, adapter_names: list[str]) -> None:
         """Adapter (PEFT name or ``__base__``) of each row for the next forward pass."""
