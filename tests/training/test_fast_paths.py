@@ -10,11 +10,13 @@ import json
 
 import pytest
 import torch
+from torch import nn
 from transformers import AutoModelForCausalLM
 from trl import SFTTrainer
 
 from openft.config import reset_settings
 from openft.training.callbacks import NullReporter
+from openft.training.fast_dropout import FastLoraDropout
 from openft.training.hyperparameters import resolve_hyperparameters
 from openft.training.sft_loss import TrainedPositionsSFTTrainer
 from openft.training.trainer import build_trainer, use_bf16
@@ -55,7 +57,7 @@ def test_padded_batches_take_the_ordinary_sdpa_path(tiny_model_dir):
     torch.testing.assert_close(got[mask.bool()], expected[mask.bool()], rtol=1e-5, atol=1e-5)
 
 
-def _trainer(tmp_path, model_dir) -> TrainedPositionsSFTTrainer:
+def _trainer(tmp_path, model_dir, lora_dropout: float = 0.0) -> TrainedPositionsSFTTrainer:
     rows = [
         {
             "messages": [
@@ -69,7 +71,10 @@ def _trainer(tmp_path, model_dir) -> TrainedPositionsSFTTrainer:
     train = tmp_path / "train.jsonl"
     train.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
     hparams = resolve_hyperparameters(
-        "supervised", {"n_epochs": 1, "batch_size": 3, "lora_dropout": 0.0}, n_train_examples=6, context_length=256
+        "supervised",
+        {"n_epochs": 1, "batch_size": 3, "lora_dropout": lora_dropout},
+        n_train_examples=6,
+        context_length=256,
     )
     config = TrainerRunConfig(
         base_model=str(model_dir), training_file=str(train), output_dir=str(tmp_path / "out"),
@@ -103,7 +108,9 @@ def test_loss_on_trained_positions_equals_trls_loss_metric_and_gradient(tmp_path
     assert our_accuracy == pytest.approx(their_accuracy)
     assert our_grads.keys() == their_grads.keys() and our_grads
     for name, grad in our_grads.items():
-        torch.testing.assert_close(grad, their_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+        # To float rounding at the tensor's own scale: the two paths take the LM head through different matmuls.
+        scale = their_grads[name].abs().max().item()
+        torch.testing.assert_close(grad, their_grads[name], rtol=1e-4, atol=max(1e-6, 1e-4 * scale), msg=name)
 
 
 def test_trainable_weights_stay_fp32_and_frozen_ones_use_the_compute_dtype(tmp_path, tiny_model_dir):
@@ -138,3 +145,52 @@ def test_an_unknown_precision_is_refused_naming_the_variable(precision):
     precision("fp8")
     with pytest.raises(ValueError, match="OPENFT_TRAINING_PRECISION must be one of auto, bf16, fp32"):
         use_bf16()
+
+
+def test_fast_lora_dropout_drops_like_pytorchs_and_backward_uses_the_same_mask():
+    dropout = FastLoraDropout(0.05).train()
+    x = torch.ones(1000, 1000, requires_grad=True)
+    torch.manual_seed(7)
+    y = dropout(x)
+    dropped = (y == 0).float().mean().item()
+    assert abs(dropped - 0.05) < 0.0015  # 1e6 draws: ~7 standard deviations
+    assert y[y != 0].unique().tolist() == [pytest.approx(1 / 0.95)]
+    rows, columns = (y == 0).float().mean(1), (y == 0).float().mean(0)
+    assert rows.std() < 0.03 and columns.std() < 0.03  # no row or column pattern in the mask
+    y.backward(torch.full_like(y, 2.0))
+    torch.testing.assert_close(x.grad, (y.detach() != 0).float() * 2 / 0.95)
+    torch.manual_seed(7)
+    assert torch.equal(dropout(x.detach()), y.detach())  # the seed fixes the mask
+    assert dropout.eval()(x) is x
+
+
+def test_cpu_lora_trainer_uses_fast_dropout_on_every_lora_layer(tmp_path, tiny_model_dir):
+    trainer = _trainer(tmp_path, tiny_model_dir, lora_dropout=0.1)
+    fast = [m for m in trainer.model.modules() if isinstance(m, FastLoraDropout)]
+    lora_layers = [m for m in trainer.model.modules() if isinstance(getattr(m, "lora_dropout", None), nn.ModuleDict)]
+    assert fast and len(fast) == len(lora_layers) and all(m.p == 0.1 for m in fast)
+    assert not any(type(m) is torch.nn.Dropout and m.p > 0 for m in trainer.model.modules())
+
+
+def test_short_bf16_examples_attend_in_fp32_on_the_cpu_and_long_ones_in_bf16():
+    from openft.training import varlen_attention
+
+    lengths = (40, varlen_attention.CPU_FP32_ATTENTION_MAX_TOKENS + 30)
+    total = sum(lengths)
+    torch.manual_seed(0)
+    query = torch.randn(1, 4, total, 16, dtype=torch.bfloat16)
+    key, value = torch.randn(1, 2, total, 16, dtype=torch.bfloat16), torch.randn(1, 2, total, 16, dtype=torch.bfloat16)
+    boundaries = torch.tensor([0, lengths[0], total], dtype=torch.int32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # as in training: autocast would undo a plain upcast
+        out, _ = varlen_attention.varlen_sdpa_attention_forward(
+            torch.nn.Module(), query, key, value, None, cu_seq_lens_q=boundaries
+        )
+    assert out.dtype == torch.bfloat16 and out.shape == (1, total, 4, 16)
+
+    def alone(start, end, dtype):
+        q, k, v = (t[:, :, start:end].to(dtype) for t in (query, key, value))
+        expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        return expected.to(torch.bfloat16).transpose(1, 2)
+
+    assert torch.equal(out[:, : lengths[0]], alone(0, lengths[0], torch.float32))
+    assert torch.equal(out[:, lengths[0] :], alone(lengths[0], total, torch.bfloat16))

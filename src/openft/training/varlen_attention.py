@@ -8,6 +8,11 @@ CUDA, but it is a separate install and does not run on CPU. This implementation 
 boundaries TRL's padding-free collator already puts in the batch (`cu_seq_lens_q`) and runs SDPA
 causally on each example's slice, the same result with no cross-example work. Batches without
 boundaries (padded eval batches, DPO, generation) take transformers' own SDPA path unchanged.
+
+On a CPU, bf16 examples of at most ``CPU_FP32_ATTENTION_MAX_TOKENS`` tokens attend in fp32 (autocast off
+for that call, or it would cast them straight back): PyTorch's CPU flash-attention kernel runs forward plus
+backward faster in fp32 for short sequences (SmolLM2's 9 heads of 64, 2 cores: 100 tokens 0.96 ms against
+2.3 ms in bf16, 200 tokens 2.5 against 3.1; equal at 256, bf16 ahead beyond), and fp32 is the more precise.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 VARLEN_ATTENTION = "openft_varlen_sdpa"
+CPU_FP32_ATTENTION_MAX_TOKENS = 256
 
 
 def varlen_sdpa_attention_forward(
@@ -41,21 +47,26 @@ def varlen_sdpa_attention_forward(
     # so it is not needed here.
     groups = query.shape[1] // key.shape[1]
     starts_ends = _boundaries_list(boundaries)
-    outputs = [
-        F.scaled_dot_product_attention(
-            query[:, :, start:end],
-            key[:, :, start:end],
-            value[:, :, start:end],
-            dropout_p=dropout,
-            scale=scaling,
-            is_causal=True,
-            enable_gqa=groups > 1,
-        )
-        for start, end in zip(starts_ends[:-1], starts_ends[1:], strict=False)
-        if end > start
-    ]
+    short_in_fp32 = query.device.type == "cpu" and query.dtype == torch.bfloat16
+    outputs = []
+    for start, end in zip(starts_ends[:-1], starts_ends[1:], strict=False):
+        if end <= start:
+            continue
+        q, k, v = query[:, :, start:end], key[:, :, start:end], value[:, :, start:end]
+        if short_in_fp32 and end - start <= CPU_FP32_ATTENTION_MAX_TOKENS:
+            with torch.autocast("cpu", enabled=False):
+                out = _causal_attention(q.float(), k.float(), v.float(), dropout, scaling, groups)
+            outputs.append(out.to(query.dtype))
+        else:
+            outputs.append(_causal_attention(q, k, v, dropout, scaling, groups))
     attn_output = torch.cat(outputs, dim=2)
     return attn_output.transpose(1, 2).contiguous(), None
+
+
+def _causal_attention(q, k, v, dropout: float, scaling: float | None, groups: int) -> torch.Tensor:
+    return F.scaled_dot_product_attention(
+        q, k, v, dropout_p=dropout, scale=scaling, is_causal=True, enable_gqa=groups > 1
+    )
 
 
 _last_boundaries: tuple[torch.Tensor | None, list[int]] = (None, [])
