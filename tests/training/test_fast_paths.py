@@ -194,3 +194,26 @@ def test_short_bf16_examples_attend_in_fp32_on_the_cpu_and_long_ones_in_bf16():
 
     assert torch.equal(out[:, : lengths[0]], alone(0, lengths[0], torch.float32))
     assert torch.equal(out[:, lengths[0] :], alone(lengths[0], total, torch.bfloat16))
+
+
+def test_under_autocast_lora_inputs_skip_the_fp32_round_trip_with_the_same_logits(tmp_path, tiny_model_dir):
+    trainer = _trainer(tmp_path, tiny_model_dir)
+    model = trainer.model.eval()
+    layers = [m for m in model.modules() if hasattr(m, "cast_input_dtype_enabled")]
+    ids = torch.randint(5, 1000, (1, 12))
+    with torch.no_grad():
+        model(input_ids=ids)
+        assert layers and all(layer.cast_input_dtype_enabled for layer in layers)  # no autocast: PEFT casts
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            skipped = model(input_ids=ids).logits
+            assert not any(layer.cast_input_dtype_enabled for layer in layers)
+            for layer in layers:  # what PEFT alone would do: the round trip, forced back on for one pass
+                layer.cast_input_dtype_enabled = True
+            decoder = model.get_base_model().model
+            hooks = dict(decoder._forward_pre_hooks)
+            decoder._forward_pre_hooks.clear()
+            cast = model(input_ids=ids).logits
+            decoder._forward_pre_hooks.update(hooks)
+        model(input_ids=ids)
+        assert all(layer.cast_input_dtype_enabled for layer in layers)  # back on once autocast is off
+    assert torch.equal(skipped, cast)
