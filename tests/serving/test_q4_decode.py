@@ -110,6 +110,20 @@ def test_projections_sharing_an_input_give_what_each_gives_alone_in_any_order():
     assert grouped[0].siblings._input is None or grouped[0].siblings._input is x
 
 
+def test_sibling_projections_share_one_bf16_copy_for_bigger_passes_with_the_same_numbers():
+    linears = [torch.nn.Linear(64, width, bias=False) for width in (96, 32, 32)]
+    alone = [Q4DecodeLinear(linear, bf16_batches=True) for linear in linears]
+    grouped = [Q4DecodeLinear(linear, bf16_batches=True) for linear in linears]
+    stack = Q4Siblings(grouped)
+    assert [layer.bf16_packed for layer in grouped] == [None] * 3 and stack.bf16_packed is not None
+    assert [layer.unregistered_bytes for layer in grouped] == [160 * 64 * 2, 0, 0]  # the same bytes, held once
+    x = torch.randn(16, 1, 64)
+    with torch.inference_mode():
+        expected = [layer(x) for layer in alone]
+        assert all(torch.equal(grouped[i](x), expected[i]) for i in (2, 0, 1))
+        assert torch.equal(stack.product(x, 16), torch.cat(expected, dim=-1).view(16, -1))
+
+
 def test_other_weights_are_quantised_with_at_most_half_a_step_of_error():
     weight = torch.randn(64, 96)
     _, _, represented, error = q4_1_quantize(weight)

@@ -24,6 +24,7 @@ from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 from openft.serving import grammar as grammars
 from openft.serving import kv_batch, lora_batch
 from openft.serving.adapters import AdapterCache, AdapterResolver
+from openft.serving.decode_step import LlamaDecodeStep
 from openft.serving.detokenize import IncrementalDetokenizer, StopStringFilter
 from openft.serving.sampling import logprobs_for, sample_row
 from openft.serving.types import (
@@ -119,6 +120,7 @@ class Engine:
         self._max_positions = 1 << 30
         self._batched_lora: lora_batch.BatchedLora | None = None
         self._lora_version = 0
+        self._decode_step: LlamaDecodeStep | None = None
 
     # ----- lifecycle -------------------------------------------------------------------------------------
 
@@ -268,6 +270,7 @@ class Engine:
             eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
             self._default_stop_ids = frozenset(i for i in [*eos_ids, tokenizer.eos_token_id] if i is not None)
             self._max_positions = getattr(model.config, "max_position_embeddings", 1 << 30)
+            self._decode_step = LlamaDecodeStep(model) if LlamaDecodeStep.supports(model) else None
         except BaseException as exc:  # surfaced to callers by wait_ready
             self._load_error = exc
             self._ready.set()
@@ -355,15 +358,18 @@ class Engine:
             else:
                 kwargs["adapter_names"] = adapter_names
         with only_base:
-            out = self.adapters.model(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                past_key_values=cache,
-                use_cache=True,
-                logits_to_keep=1,
-                **kwargs,
-            )
+            if self._decode_step is not None and input_ids.shape[1] == 1 and not kwargs:
+                logits = self._decode_step(input_ids, attention_mask, position_ids, cache)
+            else:
+                logits = self.adapters.model(
+                    input_ids=input_ids,
+                    attention_mask=attention_mask,
+                    position_ids=position_ids,
+                    past_key_values=cache,
+                    use_cache=True,
+                    logits_to_keep=1,
+                    **kwargs,
+                ).logits[:, -1, :]
         stats = self._stats
         stats.forward_steps += 1
         stats.max_batch_size_seen = max(stats.max_batch_size_seen, len(sequences))
@@ -371,7 +377,7 @@ class Engine:
             stats.multi_request_steps += 1
         if len(set(adapter_names)) > 1:
             stats.mixed_adapter_steps += 1
-        return out.logits[:, -1, :].float()
+        return logits.float()
 
     def _sync_batched_lora(self) -> None:
         model = self.adapters.model

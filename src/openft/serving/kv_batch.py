@@ -31,18 +31,30 @@ class GrowingLayer(DynamicLayer):
         super().__init__(**kwargs)
         self._key_buffer: torch.Tensor | None = None
         self._value_buffer: torch.Tensor | None = None
+        self._key_view: torch.Tensor | None = None  # what update returned last, to recognise it cheaply
+        self._value_view: torch.Tensor | None = None
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        keys = self.keys
+        if keys is not None and keys is self._key_view and self.values is self._value_view:
+            # The views handed out last time, unchanged: write after them if the buffers have room.
+            length = keys.shape[-2]
+            needed = length + key_states.shape[-2]
+            if needed <= self._key_buffer.shape[-2]:
+                return self._append(length, needed, key_states, value_states)
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         length = self.keys.shape[-2] if self.keys.numel() else 0
         needed = length + key_states.shape[-2]
         if not self._views_own_buffers() or self._key_buffer.shape[-2] < needed:
             self._regrow(length, needed, key_states, value_states)
+        return self._append(length, needed, key_states, value_states)
+
+    def _append(self, length: int, needed: int, key_states: torch.Tensor, value_states: torch.Tensor):
         self._key_buffer[:, :, length:needed].copy_(key_states)
         self._value_buffer[:, :, length:needed].copy_(value_states)
-        self.keys = self._key_buffer[:, :, :needed]
-        self.values = self._value_buffer[:, :, :needed]
+        self.keys = self._key_view = self._key_buffer[:, :, :needed]
+        self.values = self._value_view = self._value_buffer[:, :, :needed]
         return self.keys, self.values
 
     def _views_own_buffers(self) -> bool:
@@ -66,7 +78,7 @@ class GrowingLayer(DynamicLayer):
             self._value_buffer[:, :, :length].copy_(self.values)
 
     def reset(self) -> None:
-        self._key_buffer = self._value_buffer = None
+        self._key_buffer = self._value_buffer = self._key_view = self._value_view = None
         super().reset()
 
 

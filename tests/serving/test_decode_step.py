@@ -1,0 +1,135 @@
+"""The engine's own Llama decode step gives transformers' logits bit for bit: padded rows, GQA, 4-bit, LoRA."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
+
+from openft.serving import kv_batch
+from openft.serving.decode_step import LlamaDecodeStep
+from openft.serving.lora_batch import BatchedLora
+from openft.serving.q4_linear import use_q4_decode_weights
+
+SMALL = {
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,  # grouped-query attention, as in the bundled model (9 query, 3 key/value heads)
+    "intermediate_size": 128,
+    "vocab_size": 512,
+    "max_position_embeddings": 256,
+}
+PROMPTS = [[5, 9, 13, 200, 31], [7, 8], [100, 101, 102, 103, 104, 105, 106, 107, 108]]
+
+
+def _llama(seed: int = 0) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(LlamaConfig(**SMALL)).eval()
+
+
+def _prefill(model, prompts: list[list[int]]):
+    """Left-padded prompts through transformers' forward, as the engine's prefill does; returns cache, mask, tokens."""
+    longest = max(len(p) for p in prompts)
+    input_ids = torch.zeros((len(prompts), longest), dtype=torch.long)
+    mask = torch.zeros((len(prompts), longest), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        input_ids[row, longest - len(prompt) :] = torch.tensor(prompt)
+        mask[row, longest - len(prompt) :] = 1
+    cache = kv_batch.new_cache(model.config)
+    position_ids = (mask.cumsum(dim=1) - 1).clamp(min=0)
+    logits = model(
+        input_ids=input_ids, attention_mask=mask, position_ids=position_ids, past_key_values=cache, use_cache=True
+    ).logits[:, -1]
+    kv_batch.zero_padding(cache, mask)
+    return cache, mask, logits.argmax(-1, keepdim=True), mask.sum(dim=1, keepdim=True)
+
+
+def _decode_both_ways(forward_model, step: LlamaDecodeStep, prompts: list[list[int]], steps: int = 6):
+    """Greedy decode with transformers' forward and with ``step`` side by side; every step's logits of both."""
+    ours_cache, mask, token, length = _prefill(forward_model, prompts)
+    theirs_cache, _, _, _ = _prefill(forward_model, prompts)
+    ours_token, theirs_token = token, token.clone()
+    pairs = []
+    for _ in range(steps):
+        mask = torch.cat([mask, torch.ones((len(prompts), 1), dtype=mask.dtype)], dim=1)
+        ours = step(ours_token, mask, length, ours_cache)
+        theirs = forward_model(
+            input_ids=theirs_token,
+            attention_mask=mask,
+            position_ids=length,
+            past_key_values=theirs_cache,
+            use_cache=True,
+        ).logits[:, -1]
+        pairs.append((ours, theirs))
+        ours_token, theirs_token = ours.argmax(-1, keepdim=True), theirs.argmax(-1, keepdim=True)
+        length = length + 1
+    return pairs
+
+
+def test_logits_of_padded_rows_equal_transformers_forward_bit_for_bit():
+    model = _llama()
+    with torch.inference_mode():
+        pairs = _decode_both_ways(model, LlamaDecodeStep(model), PROMPTS)
+    for ours, theirs in pairs:
+        assert torch.equal(ours, theirs)
+
+
+def test_a_row_without_padding_gets_transformers_logits_to_float_rounding():
+    """Without a mask transformers uses SDPA's enable_gqa, the step packs query groups (faster on the CPU):
+    the same sums in another order."""
+    model = _llama()
+    with torch.inference_mode():
+        pairs = _decode_both_ways(model, LlamaDecodeStep(model), PROMPTS[:1], steps=12)
+    for ours, theirs in pairs:
+        assert torch.allclose(ours, theirs, rtol=0, atol=1e-6)
+        assert torch.equal(ours.argmax(-1), theirs.argmax(-1))
+
+
+def test_with_4_bit_decode_weights_the_stacked_products_give_the_layers_own_logits():
+    model = _llama()
+    assert use_q4_decode_weights(model)["sibling_groups"] == 4  # q/k/v and gate/up in each of 2 layers
+    with torch.inference_mode():
+        pairs = _decode_both_ways(model, LlamaDecodeStep(model), PROMPTS)
+    for ours, theirs in pairs:
+        assert torch.equal(ours, theirs)
+
+
+def test_batched_lora_rows_get_their_adapters_through_the_step():
+    model = _llama()
+    peft_model = None
+    for index, name in enumerate(["one", "two"]):
+        torch.manual_seed(10 + index)
+        config = LoraConfig(r=4, lora_alpha=16, target_modules="all-linear", init_lora_weights=False)
+        if peft_model is None:
+            peft_model = get_peft_model(model, config, adapter_name=name)
+        else:
+            peft_model.add_adapter(name, config)
+    peft_model.eval()
+    batched = BatchedLora(peft_model)
+    batched.rebuild(["one", "two"])
+    batched.set_rows(["one", "__base__", "two"])
+    step = LlamaDecodeStep(model)  # the base model PEFT wrapped in place
+    with torch.inference_mode():
+        pairs = _decode_both_ways(peft_model, step, PROMPTS)
+        plain = _decode_both_ways(_llama(), LlamaDecodeStep(_llama()), PROMPTS)
+    for ours, theirs in pairs:
+        assert torch.equal(ours, theirs)
+    first_step, first_plain = pairs[0][0], plain[0][0]
+    assert torch.equal(first_step[1], first_plain[1])  # the base row is the plain model's
+    assert not torch.equal(first_step[0], first_plain[0]) and not torch.equal(first_step[2], first_plain[2])
+
+
+def test_only_plain_fp32_llama_models_take_the_step():
+    assert LlamaDecodeStep.supports(_llama())
+    assert not LlamaDecodeStep.supports(_llama().to(torch.bfloat16))
+
+    class Tweaked(LlamaForCausalLM):  # a subclass may compute differently
+        pass
+
+    torch.manual_seed(0)
+    assert not LlamaDecodeStep.supports(Tweaked(LlamaConfig(**SMALL)))
+    assert not LlamaDecodeStep.supports(MistralForCausalLM(MistralConfig(**SMALL)))
+    with pytest.raises(ValueError, match="LlamaForCausalLM"):
+        LlamaDecodeStep(_llama().to(torch.bfloat16))
