@@ -7,13 +7,14 @@ per projection. On the bundled 135M model with 4-bit weights that was 3.5 of 16 
 ``LlamaDecodeStep`` runs the same computation in the same order: embeddings, the model's own rotary
 embedding, RMSNorm (``F.rms_norm``, which gives HF's LlamaRMSNorm's numbers for fp32), each projection through
 its module (so PEFT's LoRA layers and openft's batched-LoRA hooks apply as before), SDPA, residual adds, the
-final norm and the output layer. Projections that share an input and have 4-bit copies stacked together
-(q4_linear.Q4Siblings) run as one product, 4-bit or bf16. The rotation ``x * cos + rotate_half(x) * sin`` is computed for
-queries and keys in one pass with the sign folded into ``sin`` (``-a * b == a * -b`` exactly). Attention packs
-each key/value head's group of query heads as that head's queries, as transformers does for one token with a
-mask; without a mask transformers asks SDPA for ``enable_gqa`` instead, which on the CPU is slower (16 rows of
-300 tokens: 360 against 233 us a layer) and sums in another order. So logits equal transformers' bit for bit
-for padded batches and to float rounding (1e-7) otherwise (tests/serving/test_decode_step.py).
+final norm and the output layer. Projections that share an input and are one q4_linear.Q4Siblings stack run
+as one product, 4-bit or bf16. The rotation ``x * cos + rotate_half(x) * sin`` runs for queries and keys
+together as ``x * cos + roll(x, half) * sin'``, with rotate_half's sign folded into ``sin'``
+(``-a * b == a * -b`` exactly). Attention packs each key/value head's group of query heads as that head's
+queries, as transformers does for one token with a mask; without a mask transformers asks SDPA for
+``enable_gqa`` instead, which on the CPU is slower (16 rows of 300 tokens: 360 against 233 us a layer) and
+sums in another order. So logits equal transformers' bit for bit for padded batches and to float rounding
+(1e-7) otherwise (tests/serving/test_decode_step.py).
 
 Only plain ``LlamaForCausalLM`` models with fp32 activations take this path; anything else (another
 architecture, a subclass, bf16 activations, PEFT's own ``adapter_names`` batches) runs transformers' forward.
