@@ -46,7 +46,7 @@ def _prefill(model, prompts: list[list[int]]):
     return cache, mask, logits.argmax(-1, keepdim=True), mask.sum(dim=1, keepdim=True)
 
 
-def _decode_both_ways(forward_model, step: LlamaDecodeStep, prompts: list[list[int]], steps: int = 6):
+def _decode_both_ways(forward_model, step: LlamaDecodeStep, prompts: list[list[int]], steps: int = 6, lora=None):
     """Greedy decode with transformers' forward and with ``step`` side by side; every step's logits of both."""
     ours_cache, mask, token, length = _prefill(forward_model, prompts)
     theirs_cache, _, _, _ = _prefill(forward_model, prompts)
@@ -54,7 +54,7 @@ def _decode_both_ways(forward_model, step: LlamaDecodeStep, prompts: list[list[i
     pairs = []
     for _ in range(steps):
         mask = torch.cat([mask, torch.ones((len(prompts), 1), dtype=mask.dtype)], dim=1)
-        ours = step(ours_token, mask, length, ours_cache)
+        ours = step(ours_token, mask, length, ours_cache, lora)
         theirs = forward_model(
             input_ids=theirs_token,
             attention_mask=mask,
@@ -96,8 +96,11 @@ def test_with_4_bit_decode_weights_the_stacked_products_give_the_layers_own_logi
         assert torch.equal(ours, theirs)
 
 
-def test_batched_lora_rows_get_their_adapters_through_the_step():
+@pytest.mark.parametrize("four_bit", [False, True], ids=["fp32", "q4"])
+def test_batched_lora_rows_get_their_adapters_without_peft_wrappers(four_bit):
     model = _llama()
+    if four_bit:
+        use_q4_decode_weights(model)
     peft_model = None
     for index, name in enumerate(["one", "two"]):
         torch.manual_seed(10 + index)
@@ -112,13 +115,24 @@ def test_batched_lora_rows_get_their_adapters_through_the_step():
     batched.set_rows(["one", "__base__", "two"])
     step = LlamaDecodeStep(model)  # the base model PEFT wrapped in place
     with torch.inference_mode():
-        pairs = _decode_both_ways(peft_model, step, PROMPTS)
+        pairs = _decode_both_ways(peft_model, step, PROMPTS, lora=batched)
         plain = _decode_both_ways(_llama(), LlamaDecodeStep(_llama()), PROMPTS)
     for ours, theirs in pairs:
         assert torch.equal(ours, theirs)
-    first_step, first_plain = pairs[0][0], plain[0][0]
-    assert torch.equal(first_step[1], first_plain[1])  # the base row is the plain model's
-    assert not torch.equal(first_step[0], first_plain[0]) and not torch.equal(first_step[2], first_plain[2])
+    if not four_bit:
+        first_step, first_plain = pairs[0][0], plain[0][0]
+        assert torch.equal(first_step[1], first_plain[1])  # the base row is the plain model's
+        assert not torch.allclose(first_step[0], first_plain[0]) and not torch.allclose(first_step[2], first_plain[2])
+    # The step called each LoRA layer's base layer and BatchedLora's delta itself, never PEFT's wrapper.
+    wrapper_calls = []
+    lora_layer = model.model.layers[0].self_attn.q_proj
+    handle = lora_layer.register_forward_pre_hook(lambda *_: wrapper_calls.append(1))
+    cache, mask, token, length = _prefill(peft_model, PROMPTS)
+    wrapper_calls.clear()
+    with torch.inference_mode():
+        step(token, torch.cat([mask, torch.ones((3, 1), dtype=mask.dtype)], dim=1), length, cache, batched)
+    handle.remove()
+    assert wrapper_calls == []
 
 
 def test_only_plain_fp32_llama_models_take_the_step():

@@ -6,15 +6,17 @@ per projection. On the bundled 135M model with 4-bit weights that was 3.5 of 16 
 
 ``LlamaDecodeStep`` runs the same computation in the same order: embeddings, the model's own rotary
 embedding, RMSNorm (``F.rms_norm``, which gives HF's LlamaRMSNorm's numbers for fp32), each projection through
-its module (so PEFT's LoRA layers and openft's batched-LoRA hooks apply as before), SDPA, residual adds, the
-final norm and the output layer. Projections that share an input and are one q4_linear.Q4Siblings stack run
-as one product, 4-bit or bf16. The rotation ``x * cos + rotate_half(x) * sin`` runs for queries and keys
-together as ``x * cos + roll(x, half) * sin'``, with rotate_half's sign folded into ``sin'``
-(``-a * b == a * -b`` exactly). Attention packs each key/value head's group of query heads as that head's
-queries, as transformers does for one token with a mask; without a mask transformers asks SDPA for
-``enable_gqa`` instead, which on the CPU is slower (16 rows of 300 tokens: 360 against 233 us a layer) and
-sums in another order. So logits equal transformers' bit for bit for padded batches and to float rounding
-(1e-7) otherwise (tests/serving/test_decode_step.py).
+its module, SDPA, residual adds, the final norm and the output layer. A LoRA layer in
+lora_batch.BatchedLora's care runs as PEFT's wrapper and the hook would: its base layer, then
+``BatchedLora.add_delta``, without the wrapper's ~10 us; other LoRA layers run their own forward.
+Projections whose base layers share an input and are one q4_linear.Q4Siblings stack run as one product,
+4-bit or bf16, each adapter delta added in place to its part. The rotation ``x * cos + rotate_half(x) * sin``
+runs for queries and keys together as ``x * cos + roll(x, half) * sin'``, with rotate_half's sign folded
+into ``sin'`` (``-a * b == a * -b`` exactly). Attention packs each key/value head's group of query heads as
+that head's queries, as transformers does for one token with a mask; without a mask transformers asks SDPA
+for ``enable_gqa`` instead, which on the CPU is slower (16 rows of 300 tokens: 360 against 233 us a layer)
+and sums in another order. So base logits equal transformers' bit for bit for padded batches and to float
+rounding (1e-7) otherwise, with or without adapters (tests/serving/test_decode_step.py).
 
 Only plain ``LlamaForCausalLM`` models with fp32 activations take this path; anything else (another
 architecture, a subclass, bf16 activations, PEFT's own ``adapter_names`` batches) runs transformers' forward.
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from peft.tuners.lora import Linear as LoraLinear
 from torch import nn
 from transformers.activations import SiLUActivation
 from transformers.models.llama.modeling_llama import (
@@ -34,6 +37,7 @@ from transformers.models.llama.modeling_llama import (
     LlamaRMSNorm,
 )
 
+from openft.serving.lora_batch import BatchedLora
 from openft.serving.q4_linear import GROUP_SIZE, MAX_Q4_ROWS, Q4DecodeLinear
 
 
@@ -63,7 +67,7 @@ class LlamaDecodeStep:
         # SiLU (Llama's activation) as a function call rather than a module call; any other one stays the module.
         self.silu = all(type(layer.mlp.act_fn) in (nn.SiLU, SiLUActivation) for layer in model.model.layers)
 
-    def __call__(self, input_ids, attention_mask, position_ids, cache) -> torch.Tensor:
+    def __call__(self, input_ids, attention_mask, position_ids, cache, lora: BatchedLora | None = None) -> torch.Tensor:
         # Children are read from ``_modules`` / ``_parameters``, not as attributes: nn.Module.__getattr__ takes
         # ~1 us and a step makes ~600 such lookups. The dicts are what PEFT and BatchedLora.base_only change,
         # so each step sees the modules as they are now.
@@ -84,7 +88,7 @@ class LlamaDecodeStep:
             parts = layer._modules
             attention, mlp = parts["self_attn"]._modules, parts["mlp"]._modules
             x = _rms_norm(hidden, parts["input_layernorm"])
-            qkv = _stacked(x, attention["q_proj"], attention["k_proj"], attention["v_proj"])
+            qkv = _stacked(x, lora, attention["q_proj"], attention["k_proj"], attention["v_proj"])
             # One token per row, so [B, 1, heads * head_dim] is already [B, heads, 1, head_dim] in memory.
             qk = qkv[..., : query_width + key_width].view(batch, heads + kv_heads, 1, head_dim)
             qk = qk * cos + qk.roll(half, dims=-1) * sin
@@ -95,13 +99,13 @@ class LlamaDecodeStep:
             # for one token with a mask: no copy of the cache, and faster than SDPA's enable_gqa here.
             queries = qk[:, :heads].reshape(batch, kv_heads, groups, head_dim)
             attended = F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask, scale=head_dim**-0.5)
-            hidden = hidden + _linear(attention["o_proj"], attended.view(batch, 1, query_width))
+            hidden = hidden + _linear(attention["o_proj"], attended.view(batch, 1, query_width), lora)
             x = _rms_norm(hidden, parts["post_attention_layernorm"])
-            gate_up = _stacked(x, mlp["gate_proj"], mlp["up_proj"])
+            gate_up = _stacked(x, lora, mlp["gate_proj"], mlp["up_proj"])
             width = gate_up.shape[-1] // 2
             gate = gate_up[..., :width]
             activated = F.silu(gate) if self.silu else mlp["act_fn"](gate)
-            hidden = hidden + _linear(mlp["down_proj"], activated * gate_up[..., width:])
+            hidden = hidden + _linear(mlp["down_proj"], activated * gate_up[..., width:], lora)
         hidden = _rms_norm(hidden, inner.norm)
         return self.model.lm_head(hidden)[:, -1, :]
 
@@ -110,22 +114,46 @@ def _rms_norm(x: torch.Tensor, norm: nn.Module) -> torch.Tensor:
     return F.rms_norm(x, (x.shape[-1],), norm._parameters["weight"], norm.variance_epsilon)
 
 
-def _linear(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _unwrapped(module: nn.Module, lora: BatchedLora | None) -> tuple[nn.Module, nn.Module | None]:
+    """(the layer to run, the LoRA layer whose delta ``lora`` adds afterwards, or None)."""
+    if lora is not None and type(module) is LoraLinear and lora.direct(module):
+        return module.base_layer, module
+    return module, None
+
+
+def _linear(module: nn.Module, x: torch.Tensor, lora: BatchedLora | None) -> torch.Tensor:
     """``module(x)``; a 4-bit layer's product directly, skipping its forward's checks."""
+    module, adapted = _unwrapped(module, lora)
     rows = x.shape[0]
+    out = None
     if type(module) is Q4DecodeLinear and rows <= MAX_Q4_ROWS and module._parameters.get("bias") is None:
         weight, scales = module._buffers["q4_weight"], module._buffers["q4_scales_and_zeros"]
         if weight is not None:  # None: a member of a Q4Siblings stack
             out = torch._weight_int4pack_mm_for_cpu(x.view(rows, -1).to(torch.bfloat16), weight, GROUP_SIZE, scales)
-            return out.to(x.dtype).view(rows, 1, -1)
-    return module(x)
+            out = out.to(x.dtype).view(rows, 1, -1)
+    if out is None:
+        out = module(x)
+    return out if adapted is None else lora.add_delta(adapted, x, out)
 
 
-def _stacked(x: torch.Tensor, *modules: nn.Module) -> torch.Tensor:
-    """The modules' outputs for ``x`` side by side: one product when they are exactly one Q4Siblings stack."""
-    rows, first = x.shape[0], modules[0]
+def _stacked(x: torch.Tensor, lora: BatchedLora | None, *modules: nn.Module) -> torch.Tensor:
+    """The modules' outputs for ``x`` side by side: one product when their base layers are one Q4Siblings
+    stack, each LoRA delta then added in place to its part."""
+    pairs = [_unwrapped(module, lora) for module in modules]
+    bases = [base for base, _ in pairs]
+    rows, first = x.shape[0], bases[0]
     if type(first) is Q4DecodeLinear:
         stack = first.siblings
-        if stack is not None and stack.bias_free and stack.serves(rows) and list(modules) == stack.members:
-            return stack.product(x, rows).view(rows, 1, -1)
-    return torch.cat([module(x) for module in modules], dim=-1)
+        if stack is not None and stack.bias_free and stack.serves(rows) and bases == stack.members:
+            out = stack.product(x, rows).view(rows, 1, -1)
+            start = 0
+            for (_, adapted), width in zip(pairs, stack.widths, strict=True):
+                if adapted is not None:
+                    lora.add_delta(adapted, x, out[..., start : start + width])
+                start += width
+            return out
+    outs = []
+    for base, adapted in pairs:
+        out = base(x)
+        outs.append(out if adapted is None else lora.add_delta(adapted, x, out))
+    return torch.cat(outs, dim=-1)

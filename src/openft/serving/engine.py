@@ -359,7 +359,7 @@ class Engine:
                 kwargs["adapter_names"] = adapter_names
         with only_base:
             if self._decode_step is not None and input_ids.shape[1] == 1 and not kwargs:
-                logits = self._decode_step(input_ids, attention_mask, position_ids, cache)
+                logits = self._decode_step(input_ids, attention_mask, position_ids, cache, self._batched_lora)
             else:
                 logits = self.adapters.model(
                     input_ids=input_ids,

@@ -172,19 +172,27 @@ class BatchedLora:
             masks[layout] = mask
         return mask
 
+    def direct(self, layer: torch.nn.Module) -> bool:
+        """Whether ``layer`` is one of ours in its batched state: its output is its base layer's output plus
+        ``add_delta`` (the engine's decode step then calls the two itself, skipping PEFT's wrapper)."""
+        return id(layer) in self._stacks and layer.disable_adapters and not layer.merged
+
     def _hook(self, layer: LoraLinear, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
+        return self.add_delta(layer, args[0], output)
+
+    def add_delta(self, layer: LoraLinear, x: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        """``output`` (the base layer's for ``x``, changed in place) plus each row's own adapter's delta."""
         if self._row_slots is None:
-            return None
+            return output
         stack = self._stacks.get(id(layer))
         if stack is None or stack.a is None:
-            return None
-        x = args[0]
+            return output
         if x.dim() == 3 and x.shape[1] > 1:
             return self._per_adapter_delta(stack, x, output)
         if self._used is not None:
             a, b, layout = stack.subset(self._used)
             if a is None:
-                return None
+                return output
             mask = self._row_mask(self._used_masks, self._used_row_slots, layout, x.dtype)
         else:
             a, b, layout = stack.a, stack.b, stack.layout
