@@ -40,14 +40,19 @@ def _child(function, args: tuple, queue) -> None:
     queue.put(function(*args))
 
 
-def in_child_process(function, *args):
+def in_child_process(function, *args, allocator_env: dict[str, str] | None = None):
     """`function(*args)` in a fresh process, so its peak RSS is its own and nothing built earlier in this
     process (adapters, the other side of a comparison) changes its speed: here the allocator state left by
-    earlier models slowed whatever ran later by up to 30%. `function` must be importable (module level)."""
+    earlier models slowed whatever ran later by up to 30%. `function` must be importable (module level).
+    `allocator_env`: the child's LD_PRELOAD and tcmalloc settings (openft.jobs.allocator.task_env gives the
+    ones openft's worker starts its task children with); None or {}: the system allocator."""
+    from openft.jobs.allocator import starting_with
+
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     process = context.Process(target=_child, args=(function, args, queue))
-    process.start()
+    with starting_with(allocator_env or {}):
+        process.start()
     while True:  # a child that dies without answering (a crash in native code) must not hang the bench
         try:
             result = queue.get(timeout=5)

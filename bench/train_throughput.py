@@ -19,6 +19,10 @@ and `trl_tuned`: gradient checkpointing off, bf16 where native, and TRL's `paddi
 mask, so padding-free is correct on this backend (CPU or CUDA) without FlashAttention; it is the fastest TRL
 setting that trains the same examples per step (TRL's `packing=True` would change what a batch is).
 
+Allocator: openft runs with the allocator its worker gives task children (tcmalloc where installed,
+openft/jobs/allocator.py: about 18% faster training on a CPU); the TRL baselines with glibc's, as a plain
+script runs, and `trl_tuned_tcmalloc` (where tcmalloc is installed) is the tuned baseline with tcmalloc too.
+
 MFU: full fine-tuning does ~6 x params FLOPs per token (forward 2, backward 4). With LoRA the frozen
 weights need no weight gradient, so ~4 x params (forward 2 + input gradients 2); the adapter's own FLOPs
 and attention's sequence-length term are left out. Peak: square matmuls of several sizes, each timed over
@@ -42,6 +46,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 from bench_models import in_child_process, prepare_model_dir  # noqa: E402  (bench/ is on sys.path when run as a script)
+
+from openft.jobs.allocator import task_env  # noqa: E402
 
 WORDS = (
     "the model learns short answers from examples while a careful engineer measures tokens time memory and "
@@ -263,20 +269,29 @@ def main() -> None:
             "batch_size": options.batch_size,
             "max_seq_length": options.max_seq_length,
         }
+        # openft runs as its worker starts a task child: with the task allocator (tcmalloc where installed,
+        # openft/jobs/allocator.py). The TRL baselines run as `python train.py` does, with glibc's malloc;
+        # `trl_tuned_tcmalloc` gives the tuned baseline the same allocator, for the like-for-like ratio.
+        worker_env = task_env(os.environ)
+        tuned = {"gradient_checkpointing": False, "padding_free": True}
         variants = {
-            "openft": (run_openft, {}),
-            "trl_default": (run_plain_trl, {"gradient_checkpointing": True}),
-            "trl_tuned": (run_plain_trl, {"gradient_checkpointing": False, "padding_free": True}),
+            "openft": (run_openft, {}, worker_env),
+            "trl_default": (run_plain_trl, {"gradient_checkpointing": True}, {}),
+            "trl_tuned": (run_plain_trl, tuned, {}),
         }
+        if "LD_PRELOAD" in worker_env:
+            variants["trl_tuned_tcmalloc"] = (run_plain_trl, tuned, worker_env)
         if not options.skip_no_checkpointing_baseline:
-            variants["trl_no_gradient_checkpointing"] = (run_plain_trl, {"gradient_checkpointing": False})
+            variants["trl_no_gradient_checkpointing"] = (run_plain_trl, {"gradient_checkpointing": False}, {})
         # Rounds interleave the variants and keep each one's fastest run, so a burst of background load
         # on a shared machine penalises no variant more than the others.
         best: dict[str, dict[str, Any]] = {}
         for round_index in range(options.rounds):
-            for name, (runner, extra) in variants.items():
+            for name, (runner, extra, allocator_env) in variants.items():
                 output_dir = str(work / f"{name}-{round_index}")
-                run = in_child_process(runner, {**shared, **extra, "output_dir": output_dir})
+                run = in_child_process(
+                    runner, {**shared, **extra, "output_dir": output_dir}, allocator_env=allocator_env
+                )
                 if name not in best or run["seconds"] < best[name]["seconds"]:
                     best[name] = run
 
@@ -304,7 +319,14 @@ def main() -> None:
     report["speedup_vs_trl_tuned"] = round(
         report["openft"]["tokens_per_second"] / report["trl_tuned"]["tokens_per_second"], 2
     )
-    report["target_met"] = report["speedup_vs_trl_tuned"] >= 2.0 and report["openft"]["mfu"] >= 0.40  # issue 15
+    report["openft_allocator"] = "tcmalloc" if "LD_PRELOAD" in worker_env else "system"
+    if "trl_tuned_tcmalloc" in best:
+        report["speedup_vs_trl_tuned_tcmalloc"] = round(
+            report["openft"]["tokens_per_second"] / report["trl_tuned_tcmalloc"]["tokens_per_second"], 2
+        )
+    # issue 15; against the tuned baseline with openft's allocator too, when it ran
+    like_for_like = report.get("speedup_vs_trl_tuned_tcmalloc", report["speedup_vs_trl_tuned"])
+    report["target_met"] = min(report["speedup_vs_trl_tuned"], like_for_like) >= 2.0 and report["openft"]["mfu"] >= 0.40
     _emit(report, options.out)
 
 

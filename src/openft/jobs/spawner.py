@@ -10,6 +10,10 @@ What cannot be re-read in a forked child is the environment that the imported li
 (OMP_NUM_THREADS, HF_HUB_OFFLINE, ...): a child is forked only while the worker's environment, OPENFT_*
 aside, is the one the forkserver started with; otherwise (and with OPENFT_WORKER_PRELOAD=0, which also gives
 the imported stack's memory back while a worker is idle) the child is a fresh `python -m openft.jobs.child`.
+
+Children run with the task allocator (jobs/allocator.py: tcmalloc where installed), which only an environment
+at process start can choose: it is in each child's environment, and in this process's while a start may
+launch the forkserver, so the forkserver and every child forked from it have it loaded.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import subprocess
 import sys
 import threading
 from typing import Protocol
+
+from openft.jobs.allocator import starting_with, task_env
 
 PRELOAD = ["openft.jobs.preload"]
 _lock = threading.Lock()
@@ -89,13 +95,16 @@ def _can_fork(env: dict[str, str]) -> bool:
 
 
 def start_child(lease_json: str, env: dict[str, str]) -> ChildProcess:
-    """Start the child that runs the leased task, with environment `env` (the worker's)."""
+    """Start the child that runs the leased task, with environment `env` (the worker's) and the task
+    allocator's additions (jobs/allocator.py)."""
+    env = task_env(env)
     if _can_fork(env):
         from openft.jobs.child import forked_main
 
         process = multiprocessing.get_context("forkserver").Process(
             target=forked_main, args=(lease_json, env), name="openft-task", daemon=False
         )
-        process.start()
+        with _lock, starting_with(env):  # a forkserver this start launches loads the task allocator
+            process.start()
         return ForkedChild(process)
     return subprocess.Popen([sys.executable, "-m", "openft.jobs.child", lease_json, str(os.getpid())], env=env)

@@ -20,6 +20,7 @@ import threading
 import time
 
 from openft.jobs import queue
+from openft.jobs.allocator import allocator_setting
 from openft.jobs.lease import Lease, LeaseLost
 from openft.jobs.registry import get_kind, resolve
 from openft.jobs.registry import kinds as registered_kinds
@@ -47,6 +48,7 @@ class Worker:
         # Children get the environment the worker started with: what libraries add to os.environ later in
         # this process (torch, transformers, when the API server loads a model) is not the worker's setting.
         self.env = os.environ.copy()
+        allocator_setting(self.env)  # a wrong OPENFT_TASK_ALLOCATOR stops the worker here, not each task
 
     # --- the loop ------------------------------------------------------------------------------------
     def run_forever(self) -> None:
