@@ -162,6 +162,11 @@ def test_fast_lora_dropout_drops_like_pytorchs_and_backward_uses_the_same_mask()
     torch.manual_seed(7)
     assert torch.equal(dropout(x.detach()), y.detach())  # the seed fixes the mask
     assert dropout.eval()(x) is x
+    # bf16 (training under autocast): the same numbers as multiplying by a boolean mask, then by the scale
+    activations = torch.randn(64, 576).to(torch.bfloat16)
+    dropped_out = dropout.train()(activations)
+    assert dropped_out.dtype == torch.bfloat16
+    assert torch.equal(dropped_out, activations.mul(dropped_out != 0).mul_(1 / 0.95))
 
 
 def test_cpu_lora_trainer_uses_fast_dropout_on_every_lora_layer(tmp_path, tiny_model_dir):

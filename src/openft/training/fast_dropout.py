@@ -7,7 +7,10 @@ at width 576, against 0.1 ms for the LoRA product it feeds, about a quarter of a
 ``FastLoraDropout`` draws 64-bit numbers and splits each into four 16-bit ones, then keeps an element when its
 16-bit number is at or above ``p`` x 65536: the same independent Bernoulli mask, with ``p`` rounded to a
 multiple of 1/65536 (0.05 becomes 0.0500031), at about a fifth of the cost. Backward multiplies by the same
-mask, which is kept as booleans, as PyTorch's own dropout keeps it. The seed still fixes every mask.
+mask, kept as 1.0 / 0.0 in the input's dtype (PyTorch's own dropout keeps booleans, but multiplying a bf16
+tensor by booleans converts them first, forward and backward: for a 1,189 x 576 input 263 us a conversion,
+against 67 us for writing the comparison's result as bf16 directly; twice the bytes of booleans while it
+waits for the backward pass). The seed still fixes every mask.
 """
 
 from __future__ import annotations
@@ -48,7 +51,10 @@ class FastLoraDropout(nn.Module):
             return x
         count = x.numel()
         draws = torch.randint(-(1 << 63), (1 << 63) - 1, ((count + 3) // 4,), dtype=torch.int64, device=x.device)
-        keep = draws.view(torch.int16)[:count].view(x.shape) >= self.threshold
+        # The mask as 1.0 / 0.0 in x's dtype, written by the comparison itself: multiplying by booleans made
+        # PyTorch convert them first, forward and backward, which cost more than drawing the mask.
+        keep = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+        torch.ge(draws.view(torch.int16)[:count].view(x.shape), self.threshold, out=keep)
         return _KeepAndScale.apply(x, keep, self.scale)
 
     def extra_repr(self) -> str:
