@@ -222,3 +222,41 @@ def test_under_autocast_lora_inputs_skip_the_fp32_round_trip_with_the_same_logit
         model(input_ids=ids)
         assert all(layer.cast_input_dtype_enabled for layer in layers)  # back on once autocast is off
     assert torch.equal(skipped, cast)
+
+
+def test_lora_updates_summed_by_one_product_give_peft_numbers_to_rounding(tmp_path, tiny_model_dir):
+    from peft.tuners.lora import Linear as LoraLinear
+
+    trainer = _trainer(tmp_path, tiny_model_dir)
+    model = trainer.model.train()
+    layers = [m for m in model.modules() if isinstance(m, LoraLinear)]
+    assert layers and all("forward" in vars(layer) for layer in layers)  # every LoRA layer got the fused sum
+    for layer in layers:  # an update big enough to show: PEFT initialises B to zero
+        torch.nn.init.normal_(layer.lora_B["default"].weight, std=0.05)
+    ids = torch.randint(5, 1000, (2, 12))
+
+    def logits_and_grads(fused: bool, autocast: bool):
+        saved = {layer: vars(layer).pop("forward") for layer in layers} if not fused else {}
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            logits = model(input_ids=ids).logits
+        logits.float().square().mean().backward()
+        grads = [layer.lora_B["default"].weight.grad.clone() for layer in layers]
+        for layer, forward in saved.items():
+            layer.forward = forward
+        return logits.detach().float(), grads
+
+    for autocast, tolerance in ((False, 1e-5), (True, 0.05)):  # fp32: an ulp per sum; bf16: its last bit
+        fused, fused_grads = logits_and_grads(True, autocast)
+        peft, peft_grads = logits_and_grads(False, autocast)
+        scale = peft.abs().max().item()
+        assert torch.allclose(fused, peft, rtol=0, atol=tolerance * scale)
+        for got, expected in zip(fused_grads, peft_grads, strict=True):
+            assert torch.allclose(got, expected, rtol=0, atol=tolerance * expected.abs().max().item() + 1e-12)
+    with torch.no_grad(), model.disable_adapter():  # disabled adapters: PEFT's own forward, the same numbers
+        fused_off = model(input_ids=ids).logits
+        saved = {layer: vars(layer).pop("forward") for layer in layers}
+        peft_off = model(input_ids=ids).logits
+        for layer, forward in saved.items():
+            layer.forward = forward
+    assert torch.equal(fused_off, peft_off) and not torch.allclose(fused_off.float(), fused)
