@@ -64,6 +64,7 @@ class LlamaDecodeStep:
         self.heads = config.num_attention_heads
         self.kv_heads = config.num_key_value_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        self.scaling = model.model.layers[0].self_attn.scaling if len(model.model.layers) else 1.0
         # SiLU (Llama's activation) as a function call rather than a module call; any other one stays the module.
         self.silu = all(type(layer.mlp.act_fn) in (nn.SiLU, SiLUActivation) for layer in model.model.layers)
 
@@ -98,7 +99,7 @@ class LlamaDecodeStep:
             # Each key/value head's group of query heads as that head's queries, as transformers packs them
             # for one token with a mask: no copy of the cache, and faster than SDPA's enable_gqa here.
             queries = qk[:, :heads].reshape(batch, kv_heads, groups, head_dim)
-            attended = F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask, scale=head_dim**-0.5)
+            attended = F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask, scale=self.scaling)
             hidden = hidden + _linear(attention["o_proj"], attended.view(batch, 1, query_width), lora)
             x = _rms_norm(hidden, parts["post_attention_layernorm"])
             gate_up = _stacked(x, lora, mlp["gate_proj"], mlp["up_proj"])
