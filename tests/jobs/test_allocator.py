@@ -81,3 +81,15 @@ def test_children_forked_from_the_forkserver_and_fresh_ones_run_with_tcmalloc(tm
     assert fresh.stdout.strip() == "tcmalloc"
     if "libtcmalloc" not in os.environ.get("LD_PRELOAD", ""):
         assert running_allocator() == "system"  # the test process itself was started without it
+
+
+def test_openft_worker_names_the_setting_when_it_is_wrong(monkeypatch, openft_home):
+    from typer.testing import CliRunner
+
+    from openft.cli import app
+
+    monkeypatch.setenv("OPENFT_TASK_ALLOCATOR", "jemalloc")
+    result = CliRunner().invoke(app, ["worker"])
+    assert result.exit_code == 2
+    assert "OPENFT_TASK_ALLOCATOR" in result.output and "'jemalloc'" in result.output
+    assert "--kind" not in result.output

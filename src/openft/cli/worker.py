@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 
 import typer
@@ -15,6 +16,7 @@ def worker(
     ),
 ) -> None:
     """Lease and run queued work (fine-tuning, evaluations) from the shared database until interrupted."""
+    from openft.jobs.allocator import allocator_setting
     from openft.jobs.worker import Worker
     from openft.store.db import upgrade_database
 
@@ -25,6 +27,10 @@ def worker(
     secure_home()  # OPENFT_HOME 0700, files 0600; the training child inherits the umask
     upgrade_database()
     reap_safely()
+    try:
+        allocator_setting(os.environ)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="OPENFT_TASK_ALLOCATOR") from None
     try:
         runner = Worker(poll_seconds=poll_seconds, kinds=kind or None)
     except ValueError as error:
