@@ -28,6 +28,8 @@ weights need no weight gradient, so ~4 x params (forward 2 + input gradients 2);
 and attention's sequence-length term are left out. Peak: square matmuls of several sizes, each timed over
 several trials before and after the runs, in the precision training uses (bf16 where the GPU or CPU runs it
 natively, else fp32); the best figure counts, so background load only ever lowers a trial, never the peak.
+`mfu_ceiling_at_model_shapes` is the same ratio for the model's own weight products (its projections and
+output layer at one step's token count, operands hot): no step of this model passes it on this machine.
 """
 
 from __future__ import annotations
@@ -213,6 +215,43 @@ def _matmul_flops(device: str, dtype: torch.dtype, size: int, repeats: int) -> f
     return 2 * size**3 * repeats / (time.perf_counter() - started)
 
 
+def model_shape_matmul_flops(device: str, dtype: torch.dtype, model_dir: Path, tokens: int, trials: int = 3) -> float:
+    """FLOP/s of a forward pass's weight products at the model's own shapes for ``tokens`` rows, each the best of
+    a few trials with its operands hot: what MFU would be if a step did nothing but these products.
+
+    A small model's products are thin (576-wide for the bundled one), and thin products run far below the
+    square-matmul peak; this is the ceiling MFU cannot pass however the rest of the step is trimmed.
+    """
+    config = json.loads((model_dir / "config.json").read_text())
+    hidden, inner, vocab = config["hidden_size"], config["intermediate_size"], config["vocab_size"]
+    heads = config["num_attention_heads"]
+    head_dim = config.get("head_dim") or hidden // heads
+    kv_width = config.get("num_key_value_heads", heads) * head_dim
+    layer = [(hidden, heads * head_dim), (hidden, kv_width), (hidden, kv_width), (heads * head_dim, hidden)]
+    layer += [(hidden, inner), (hidden, inner), (inner, hidden)]
+    counted = [(shape, config["num_hidden_layers"]) for shape in layer] + [((hidden, vocab), 1)]
+    flops = seconds = 0.0
+    for (width_in, width_out), times in counted:
+        x = torch.randn(tokens, width_in, device=device, dtype=dtype)
+        w = torch.randn(width_in, width_out, device=device, dtype=dtype)
+        best = min(_timed_matmul(x, w, device) for _ in range(trials))
+        flops += 2 * tokens * width_in * width_out * times
+        seconds += best * times
+    return flops / seconds
+
+
+def _timed_matmul(x: torch.Tensor, w: torch.Tensor, device: str, repeats: int = 3) -> float:
+    torch.matmul(x, w)  # warm-up
+    if device == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        torch.matmul(x, w)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - started) / repeats
+
+
 def summarize(run: dict[str, Any], peak_flops: float, flops_per_param_token: int) -> dict[str, Any]:
     tokens_per_second = run["real_tokens"] / run["seconds"]
     achieved = flops_per_param_token * run["params"] * tokens_per_second
@@ -294,6 +333,8 @@ def main() -> None:
                 )
                 if name not in best or run["seconds"] < best[name]["seconds"]:
                     best[name] = run
+        step_tokens = max(1, round(best["openft"]["real_tokens"] / max(1, best["openft"]["steps"])))
+        shape_flops = model_shape_matmul_flops(device, dtype, Path(model_dir), step_tokens)
 
     peak_after = steady_matmul_peak(device, dtype, options.quick)
     peak = max(peak_before["flops"], peak_after["flops"])
@@ -307,6 +348,10 @@ def main() -> None:
         "matmul_peak_tflops": round(peak / 1e12, 3),
         "matmul_tflops_by_size": {"before": peak_before["tflops_by_size"], "after": peak_after["tflops_by_size"]},
         "rounds": options.rounds,
+        # The model's own products at a step's token count: the MFU no step of this model can pass here.
+        "matmul_tflops_at_model_shapes": round(shape_flops / 1e12, 3),
+        "mfu_ceiling_at_model_shapes": round(shape_flops / peak, 4),
+        "tokens_per_step": step_tokens,
         **{name: summarize(run, peak, lora_flops) for name, run in best.items()},
     }
     report["speedup_vs_trl_default"] = round(

@@ -9,7 +9,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralFo
 
 from openft.serving import kv_batch
 from openft.serving.decode_step import LlamaDecodeStep
-from openft.serving.lora_batch import BatchedLora
+from openft.serving.lora_batch import GROUPED_MIN_SLOTS, BatchedLora
 from openft.serving.q4_linear import use_q4_decode_weights
 
 SMALL = {
@@ -29,7 +29,7 @@ def _llama(seed: int = 0) -> LlamaForCausalLM:
     return LlamaForCausalLM(LlamaConfig(**SMALL)).eval()
 
 
-def _prefill(model, prompts: list[list[int]]):
+def _prefill(model, prompts: list[list[int]], **forward_kwargs):
     """Left-padded prompts through transformers' forward, as the engine's prefill does; returns cache, mask, tokens."""
     longest = max(len(p) for p in prompts)
     input_ids = torch.zeros((len(prompts), longest), dtype=torch.long)
@@ -40,7 +40,12 @@ def _prefill(model, prompts: list[list[int]]):
     cache = kv_batch.new_cache(model.config)
     position_ids = (mask.cumsum(dim=1) - 1).clamp(min=0)
     logits = model(
-        input_ids=input_ids, attention_mask=mask, position_ids=position_ids, past_key_values=cache, use_cache=True
+        input_ids=input_ids,
+        attention_mask=mask,
+        position_ids=position_ids,
+        past_key_values=cache,
+        use_cache=True,
+        **forward_kwargs,
     ).logits[:, -1]
     kv_batch.zero_padding(cache, mask)
     return cache, mask, logits.argmax(-1, keepdim=True), mask.sum(dim=1, keepdim=True)
@@ -133,6 +138,58 @@ def test_batched_lora_rows_get_their_adapters_without_peft_wrappers(four_bit):
         step(token, torch.cat([mask, torch.ones((3, 1), dtype=mask.dtype)], dim=1), length, cache, batched)
     handle.remove()
     assert wrapper_calls == []
+
+
+@pytest.mark.parametrize(
+    ("loaded", "row_slots"),
+    [(9, [0, 1, None, 2, 1, 3, 4]), (20, [3, 17, 5, 8, 11, 0, 19, 2, None]), (3, [1, 1, 1])],
+    ids=["all-loaded-stack", "subset-stack", "one-adapter-every-row"],
+)
+def test_many_adapters_in_one_batch_give_each_row_peft_s_own_adapter_output(loaded, row_slots):
+    """From GROUPED_MIN_SLOTS adapters in the multiplied stack, decode steps run each adapter on its own rows
+    (batched products): a row using an adapter twice, a base row and unused slots still get what PEFT's own
+    per-adapter loop (``adapter_names``) gives them. With one adapter on every row the step skips the mask."""
+    many = len({slot for slot in row_slots if slot is not None}) >= GROUPED_MIN_SLOTS // 2 + 1
+    model = _llama()
+    names = [f"adapter{index}" for index in range(loaded)]
+    peft_model = None
+    for index, name in enumerate(names):
+        torch.manual_seed(100 + index)
+        config = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False)
+        if peft_model is None:
+            peft_model = get_peft_model(model, config, adapter_name=name)
+        else:
+            peft_model.add_adapter(name, config)
+    peft_model.eval()
+    rows = ["__base__" if slot is None else names[slot] for slot in row_slots]
+    prompts = [PROMPTS[index % len(PROMPTS)] + [index + 1] for index in range(len(rows))]
+    with torch.inference_mode():
+        cache, mask, token, length = _prefill(peft_model, prompts, adapter_names=rows)
+        expected, tokens = [], []
+        for _ in range(4):
+            mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=mask.dtype)], dim=1)
+            logits = peft_model(
+                input_ids=token, attention_mask=mask, position_ids=length, past_key_values=cache,
+                use_cache=True, adapter_names=rows,
+            ).logits[:, -1]  # fmt: skip
+            expected.append(logits)
+            tokens.append(token)
+            token, length = logits.argmax(-1, keepdim=True), length + 1
+        batched = BatchedLora(peft_model)
+        batched.rebuild(names)
+        batched.set_rows(rows)
+        step = LlamaDecodeStep(model)
+        cache, mask, _, length = _prefill(peft_model, prompts)
+        for token, logits in zip(tokens, expected, strict=True):  # fed the reference's tokens, step by step
+            mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=mask.dtype)], dim=1)
+            ours = step(token, mask, length, cache, batched)
+            assert torch.allclose(ours, logits, rtol=0, atol=1e-5)
+            assert torch.equal(ours.argmax(-1), logits.argmax(-1))
+            length = length + 1
+    if many:
+        assert batched._groupings  # the batched products served these steps, not the masked stack
+    else:
+        assert batched._one_adapter and not batched._groupings
 
 
 def test_only_plain_fp32_llama_models_take_the_step():

@@ -347,3 +347,27 @@ def test_base_rows_skip_the_lora_layers_and_the_adapters_stay_in_place(engine, t
     assert [m for m in engine.adapters.model.modules() if isinstance(m, LoraLinear)] == layers
     tuned_after = asyncio.run(engine.complete(_greedy(prompt, ADAPTER_KEYS[0], max_new_tokens=8)))
     assert tuned_after.token_ids == tuned_before.token_ids != plain.token_ids
+
+
+def test_an_adapter_with_non_finite_weights_is_refused_and_the_others_keep_serving(
+    make_engine, tiny_model_dir, tmp_path
+):
+    """Batched decoding multiplies rows by every adapter in a stack: a NaN adapter must never be loaded."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    broken = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=False))
+    with torch.no_grad():
+        next(p for n, p in broken.named_parameters() if "lora_B" in n)[0, 0] = float("nan")
+    broken.save_pretrained(tmp_path / "nan")
+    engine = make_engine(extra_adapters={"ft:nan": tmp_path / "nan"})
+    prompt = _prompts(engine, 1)[0]
+    before = asyncio.run(engine.complete(_greedy(prompt, ADAPTER_KEYS[0], max_new_tokens=6)))
+    with pytest.raises(ValueError, match="'ft:nan' has non-finite weights"):
+        asyncio.run(engine.complete(_greedy(prompt, "ft:nan")))
+    assert "ft:nan" not in engine.stats()["loaded_adapters"]
+    after = asyncio.run(engine.complete(_greedy(prompt, ADAPTER_KEYS[0], max_new_tokens=6)))
+    assert after.token_ids == before.token_ids
+    assert all(torch.isfinite(p).all() for p in engine.model.parameters())

@@ -18,6 +18,7 @@ from openft.config import reset_settings
 from openft.training.callbacks import NullReporter
 from openft.training.fast_dropout import FastLoraDropout
 from openft.training.hyperparameters import resolve_hyperparameters
+from openft.training.rms_norm import use_fast_rms_norm
 from openft.training.sft_loss import TrainedPositionsSFTTrainer
 from openft.training.trainer import build_trainer, use_bf16
 from openft.training.trainer_config import TrainerRunConfig
@@ -260,3 +261,42 @@ def test_lora_updates_summed_by_one_product_give_peft_numbers_to_rounding(tmp_pa
         for layer, forward in saved.items():
             layer.forward = forward
     assert torch.equal(fused_off, peft_off) and not torch.allclose(fused_off.float(), fused)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_fast_rms_norm_gives_transformers_output_bit_for_bit_and_its_gradients_to_rounding(dtype):
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    torch.manual_seed(0)
+    plain = LlamaRMSNorm(48, eps=1e-5).to(dtype)
+    with torch.no_grad():
+        plain.weight.copy_(torch.rand(48) + 0.5)
+    fast = LlamaRMSNorm(48, eps=1e-5).to(dtype)
+    fast.load_state_dict(plain.state_dict())
+    assert use_fast_rms_norm(nn.Sequential(fast)) == 1
+    x = (torch.randn(3, 17, 48) * 3).to(dtype)
+    grad = torch.randn(3, 17, 48).to(dtype)
+    results = []
+    for norm in (plain, fast):  # trainable weight, as in a full fine-tune: both gradients
+        inputs = x.clone().requires_grad_(True)
+        output = norm(inputs)
+        output.backward(grad)
+        results.append((output.detach(), inputs.grad, norm.weight.grad))
+    (expected, expected_dx, expected_dw), (got, dx, dw) = results
+    assert torch.equal(got, expected)  # the forward is transformers' own arithmetic
+    # transformers rounds grad * weight to bf16 before its fp32 steps, the fast backward does not: in bf16 the
+    # gradients may differ in the last of their 8 bits; in fp32 in the last digits.
+    tolerance = 2**-7 if dtype == torch.bfloat16 else 1e-6
+    for got_grad, expected_grad in ((dx, expected_dx), (dw, expected_dw)):
+        error = (got_grad.float() - expected_grad.float()).abs().max()
+        assert error <= tolerance * expected_grad.float().abs().max()
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast changes nothing inside the norm
+        assert torch.equal(fast(x), plain(x))
+
+
+def test_cpu_trainer_gives_every_rms_norm_the_fast_path(tmp_path, tiny_model_dir):
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    trainer = _trainer(tmp_path, tiny_model_dir)
+    norms = [m for m in trainer.model.modules() if isinstance(m, LlamaRMSNorm)]
+    assert norms and all("forward" in vars(norm) for norm in norms)

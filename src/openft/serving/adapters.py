@@ -11,6 +11,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
 from peft import PeftModel
 from transformers import PreTrainedModel
 
@@ -154,6 +155,10 @@ class AdapterCache:
             self.model = PeftModel.from_pretrained(self._base_model, str(path), adapter_name=name)
         self.model.eval()
         self._loaded[key] = name
+        broken = self._non_finite(name)
+        if broken is not None:
+            self._delete(key)
+            raise ValueError(f"adapter {key!r} has non-finite weights ({broken}); cannot serve it")
         self._bytes[key] = self._measure(name) or size
         self.version += 1
         self.loads += 1
@@ -162,6 +167,15 @@ class AdapterCache:
     def _measure(self, name: str) -> int:
         marker = f".{name}."
         return sum(p.numel() * p.element_size() for n, p in self.model.named_parameters() if marker in n)
+
+    def _non_finite(self, name: str) -> str | None:
+        """The first of the adapter's weights holding inf or NaN: such an adapter would give NaN, and batched
+        decoding (lora_batch.py) multiplies other rows by every adapter in a stack, so it is never loaded."""
+        marker = f".{name}."
+        for parameter_name, parameter in self.model.named_parameters():
+            if marker in parameter_name and not bool(torch.isfinite(parameter).all()):
+                return parameter_name
+        return None
 
     def _evict_idle(self) -> None:
         self._drop_doomed()

@@ -309,6 +309,9 @@ class Engine:
         self._drop_finished()
         admitted = [s for s in joining if self._prepare(s)]
         if admitted:
+            # Each adapter's rows side by side (stable: arrival order within one): the prefill pass then runs
+            # each adapter on a slice of the batch, with no gather and scatter copies (lora_batch.py).
+            admitted.sort(key=lambda sequence: sequence.adapter_name)
             self._prefill(admitted)
             self._drop_finished()
         if self._running:

@@ -36,6 +36,7 @@ from openft.training.fast_dropout import use_fast_lora_dropout
 from openft.training.hyperparameters import ResolvedHyperparameters
 from openft.training.lora_autocast import skip_lora_input_casts_under_autocast
 from openft.training.lora_fused import use_fused_lora_add
+from openft.training.rms_norm import use_fast_rms_norm
 from openft.training.sft_loss import TrainedPositionsSFTTrainer
 from openft.training.trainer_config import TrainerRunConfig
 from openft.training.varlen_attention import register_varlen_attention
@@ -278,6 +279,7 @@ def build_trainer(config: TrainerRunConfig, reporter: Reporter) -> PreparedRun:
     use_fast_lora_dropout(trainer.model)  # CPU only: PyTorch's dropout there was ~a quarter of a LoRA step
     skip_lora_input_casts_under_autocast(trainer.model)  # no fp32 round trip of every LoRA input
     use_fused_lora_add(trainer.model)  # CPU only: LoRA's update summed into the base output by one product
+    use_fast_rms_norm(trainer.model)  # CPU only: the norm's eight ops and their backward, in a few passes
     trainer.remove_callback(PrinterCallback)  # the Reporter and TensorBoard carry the logs; keep stdout quiet
     return PreparedRun(trainer, tokenizer, progress, train, valid)
 
