@@ -9,7 +9,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralFo
 
 from openft.serving import kv_batch
 from openft.serving.decode_step import LlamaDecodeStep
-from openft.serving.lora_batch import GROUPED_MIN_SLOTS, BatchedLora
+from openft.serving.lora_batch import GROUPED_MIN_SLOTS, PREFILL_GATHER_MIN_ADAPTERS, BatchedLora
 from openft.serving.q4_linear import use_q4_decode_weights
 
 SMALL = {
@@ -142,8 +142,13 @@ def test_batched_lora_rows_get_their_adapters_without_peft_wrappers(four_bit):
 
 @pytest.mark.parametrize(
     ("loaded", "row_slots"),
-    [(9, [0, 1, None, 2, 1, 3, 4]), (20, [3, 17, 5, 8, 11, 0, 19, 2, None]), (3, [1, 1, 1])],
-    ids=["all-loaded-stack", "subset-stack", "one-adapter-every-row"],
+    [
+        (9, [0, 1, None, 2, 1, 3, 4]),
+        (20, [3, 17, 5, 8, 11, 0, 19, 2, None]),
+        (18, [*range(17), None, 4]),  # 17 adapters in the prefill pass: each row's weights gathered
+        (3, [1, 1, 1]),
+    ],
+    ids=["all-loaded-stack", "subset-stack", "prefill-gathered", "one-adapter-every-row"],
 )
 def test_many_adapters_in_one_batch_give_each_row_peft_s_own_adapter_output(loaded, row_slots):
     """From GROUPED_MIN_SLOTS adapters in the multiplied stack, decode steps run each adapter on its own rows
@@ -190,6 +195,8 @@ def test_many_adapters_in_one_batch_give_each_row_peft_s_own_adapter_output(load
         assert batched._groupings  # the batched products served these steps, not the masked stack
     else:
         assert batched._one_adapter and not batched._groupings
+    distinct = len({slot for slot in row_slots if slot is not None})
+    assert (batched._adapter_rows is not None) == (distinct >= PREFILL_GATHER_MIN_ADAPTERS)
 
 
 def test_only_plain_fp32_llama_models_take_the_step():
