@@ -204,15 +204,7 @@ def steady_matmul_peak(device: str, dtype: torch.dtype, quick: bool = False) -> 
 def _matmul_flops(device: str, dtype: torch.dtype, size: int, repeats: int) -> float:
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
-    torch.matmul(a, b)  # warm-up
-    if device == "cuda":
-        torch.cuda.synchronize()
-    started = time.perf_counter()
-    for _ in range(repeats):
-        torch.matmul(a, b)
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return 2 * size**3 * repeats / (time.perf_counter() - started)
+    return 2 * size**3 / _timed_matmul(a, b, device, repeats)
 
 
 def model_shape_matmul_flops(device: str, dtype: torch.dtype, model_dir: Path, tokens: int, trials: int = 3) -> float:
@@ -241,6 +233,7 @@ def model_shape_matmul_flops(device: str, dtype: torch.dtype, model_dir: Path, t
 
 
 def _timed_matmul(x: torch.Tensor, w: torch.Tensor, device: str, repeats: int = 3) -> float:
+    """Seconds per ``x @ w``, averaged over ``repeats`` after one warm-up."""
     torch.matmul(x, w)  # warm-up
     if device == "cuda":
         torch.cuda.synchronize()

@@ -29,6 +29,19 @@ def _llama(seed: int = 0) -> LlamaForCausalLM:
     return LlamaForCausalLM(LlamaConfig(**SMALL)).eval()
 
 
+def _with_adapters(model, names: list[str], seed: int, alpha: int):
+    """``model`` wrapped by PEFT with one random rank-4 all-linear adapter per name (seeded in turn), in eval mode."""
+    peft_model = None
+    for index, name in enumerate(names):
+        torch.manual_seed(seed + index)
+        config = LoraConfig(r=4, lora_alpha=alpha, target_modules="all-linear", init_lora_weights=False)
+        if peft_model is None:
+            peft_model = get_peft_model(model, config, adapter_name=name)
+        else:
+            peft_model.add_adapter(name, config)
+    return peft_model.eval()
+
+
 def _prefill(model, prompts: list[list[int]], **forward_kwargs):
     """Left-padded prompts through transformers' forward, as the engine's prefill does; returns cache, mask, tokens."""
     longest = max(len(p) for p in prompts)
@@ -106,15 +119,7 @@ def test_batched_lora_rows_get_their_adapters_without_peft_wrappers(four_bit):
     model = _llama()
     if four_bit:
         use_q4_decode_weights(model)
-    peft_model = None
-    for index, name in enumerate(["one", "two"]):
-        torch.manual_seed(10 + index)
-        config = LoraConfig(r=4, lora_alpha=16, target_modules="all-linear", init_lora_weights=False)
-        if peft_model is None:
-            peft_model = get_peft_model(model, config, adapter_name=name)
-        else:
-            peft_model.add_adapter(name, config)
-    peft_model.eval()
+    peft_model = _with_adapters(model, ["one", "two"], seed=10, alpha=16)
     batched = BatchedLora(peft_model)
     batched.rebuild(["one", "two"])
     batched.set_rows(["one", "__base__", "two"])
@@ -157,15 +162,7 @@ def test_many_adapters_in_one_batch_give_each_row_peft_s_own_adapter_output(load
     many = len({slot for slot in row_slots if slot is not None}) >= GROUPED_MIN_SLOTS // 2 + 1
     model = _llama()
     names = [f"adapter{index}" for index in range(loaded)]
-    peft_model = None
-    for index, name in enumerate(names):
-        torch.manual_seed(100 + index)
-        config = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False)
-        if peft_model is None:
-            peft_model = get_peft_model(model, config, adapter_name=name)
-        else:
-            peft_model.add_adapter(name, config)
-    peft_model.eval()
+    peft_model = _with_adapters(model, names, seed=100, alpha=8)
     rows = ["__base__" if slot is None else names[slot] for slot in row_slots]
     prompts = [PROMPTS[index % len(PROMPTS)] + [index + 1] for index in range(len(rows))]
     with torch.inference_mode():
