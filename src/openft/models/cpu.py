@@ -9,3 +9,9 @@ def cpu_has_native_bf16() -> bool:
     """AVX512-BF16 or AMX: bf16 matmuls run several times faster than fp32 (without them, far slower)."""
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
+def runs_on_cpu(model: torch.nn.Module) -> bool:
+    """Whether ``model``'s weights are on the CPU (the CPU-only training fast paths check this before installing)."""
+    parameter = next(model.parameters(), None)
+    return parameter is not None and parameter.device.type == "cpu"

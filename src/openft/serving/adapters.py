@@ -8,7 +8,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -164,18 +164,18 @@ class AdapterCache:
         self.loads += 1
         log.info("loaded adapter %s from %s", key, path)
 
-    def _measure(self, name: str) -> int:
+    def _parameters(self, name: str) -> Iterator[tuple[str, torch.nn.Parameter]]:
+        """The PEFT adapter ``name``'s own weights, with their names."""
         marker = f".{name}."
-        return sum(p.numel() * p.element_size() for n, p in self.model.named_parameters() if marker in n)
+        return ((key, p) for key, p in self.model.named_parameters() if marker in key)
+
+    def _measure(self, name: str) -> int:
+        return sum(p.numel() * p.element_size() for _, p in self._parameters(name))
 
     def _non_finite(self, name: str) -> str | None:
         """The first of the adapter's weights holding inf or NaN: such an adapter would give NaN, and batched
         decoding (lora_batch.py) multiplies other rows by every adapter in a stack, so it is never loaded."""
-        marker = f".{name}."
-        for parameter_name, parameter in self.model.named_parameters():
-            if marker in parameter_name and not bool(torch.isfinite(parameter).all()):
-                return parameter_name
-        return None
+        return next((key for key, p in self._parameters(name) if not bool(torch.isfinite(p).all())), None)
 
     def _evict_idle(self) -> None:
         self._drop_doomed()

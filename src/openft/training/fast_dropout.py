@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from openft.models.cpu import runs_on_cpu
+
 _SPAN = 1 << 16  # values a 16-bit draw takes
 
 
@@ -66,8 +68,7 @@ def use_fast_lora_dropout(model: nn.Module) -> int:
 
     Only on the CPU: CUDA's dropout uses a counter-based generator that is already fast.
     """
-    parameter = next(model.parameters(), None)
-    if parameter is None or parameter.device.type != "cpu":
+    if not runs_on_cpu(model):
         return 0
     swapped = 0
     for module in model.modules():

@@ -23,11 +23,12 @@ import torch
 from peft.tuners.lora import Linear as LoraLinear
 from torch import nn
 
+from openft.models.cpu import runs_on_cpu
+
 
 def use_fused_lora_add(model: nn.Module) -> int:
     """Give each plain PEFT LoRA ``Linear`` of a CPU model the fused forward; returns how many (0 off the CPU)."""
-    parameter = next(model.parameters(), None)
-    if parameter is None or parameter.device.type != "cpu":
+    if not runs_on_cpu(model):
         return 0
     count = 0
     for module in model.modules():

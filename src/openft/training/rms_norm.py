@@ -19,6 +19,8 @@ import types
 import torch
 from torch import nn
 
+from openft.models.cpu import runs_on_cpu
+
 
 class _RMSNormFunction(torch.autograd.Function):
     @staticmethod
@@ -59,8 +61,7 @@ def _norm_classes() -> tuple[type, ...]:
 def use_fast_rms_norm(model: nn.Module) -> int:
     """Give each Llama-style RMSNorm of a CPU model the fused forward and closed-form backward; returns how many
     (0 off the CPU, where PyTorch's CUDA kernels and compilers already fuse the norm)."""
-    parameter = next(model.parameters(), None)
-    if parameter is None or parameter.device.type != "cpu":
+    if not runs_on_cpu(model):
         return 0
     classes = _norm_classes()
     count = 0
