@@ -15,6 +15,8 @@ import pytest
         ("OPENFT_TRAINING_PRECISION", "fp8", "OPENFT_TRAINING_PRECISION must be one of auto, bf16, fp32; got 'fp8'"),
         ("OPENFT_MAX_UPLOAD_BYTES", "lots", "OPENFT_MAX_UPLOAD_BYTES must be an integer, got 'lots'"),
         ("OPENFT_WORKER_STALE_SECONDS", "soon", "OPENFT_WORKER_STALE_SECONDS must be a number of seconds"),
+        ("OPENFT_SERVING_MAX_PREFILL_TOKENS", "many", "OPENFT_SERVING_MAX_PREFILL_TOKENS must be an integer"),
+        ("OPENFT_SERVING_MAX_ADAPTERS", "-3", "OPENFT_SERVING_MAX_ADAPTERS must be >= 0, got -3"),
     ],
 )
 def test_bad_setting_is_named_on_one_line_with_exit_code_2(tmp_path, variable, value, says):

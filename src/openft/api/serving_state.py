@@ -109,6 +109,7 @@ class ServingLimits:
     max_bytes: int = 0  # weights of every loaded engine plus their loaded adapters; default: half the RAM
     max_adapters: int = 8  # LoRA adapters loaded per engine (their bytes: OPENFT_SERVING_MAX_ADAPTER_BYTES,
     # which each engine's AdapterCache reads itself)
+    max_prefill_tokens: int = 0  # prompt tokens per prefill pass; longer prompts are chunked between decode steps
 
     @classmethod
     def from_env(cls) -> ServingLimits:
@@ -118,6 +119,7 @@ class ServingLimits:
             max_engines=max(_env_int("OPENFT_SERVING_MAX_ENGINES", 4), 1),
             max_bytes=_env_int("OPENFT_SERVING_MAX_BYTES", 0),
             max_adapters=max(_env_int("OPENFT_SERVING_MAX_ADAPTERS", 8), 1),
+            max_prefill_tokens=_env_int("OPENFT_SERVING_MAX_PREFILL_TOKENS", 0),
         )
 
     @property
@@ -319,11 +321,17 @@ class EngineRegistry:
                         f"({used / GIB:.2f} GiB of the {cap / GIB:.2f} GiB cap, at most {self.limits.max_engines} "
                         "models; OPENFT_SERVING_MAX_BYTES / OPENFT_SERVING_MAX_ENGINES). Retry shortly."
                     )
-                from openft.serving.engine import Engine
+                from openft.serving.engine import DEFAULT_MAX_PREFILL_TOKENS, Engine
 
-                engine = Engine(loader, _adapter_folder, max_batch_size=self.max_batch_size,
-                                max_queue=self.max_queue, max_loaded_adapters=self.limits.max_adapters,
-                                name=key.replace("/", "_")[-40:])
+                engine = Engine(
+                    loader,
+                    _adapter_folder,
+                    max_batch_size=self.max_batch_size,
+                    max_queue=self.max_queue,
+                    max_loaded_adapters=self.limits.max_adapters,
+                    max_prefill_tokens=self.limits.max_prefill_tokens or DEFAULT_MAX_PREFILL_TOKENS,
+                    name=key.replace("/", "_")[-40:],
+                )
                 engine.start()
                 self._entries[key] = _Entry(engine, estimate, organization_id=model.organization_id)
                 return engine
@@ -427,8 +435,10 @@ def backend_for(state: Any, model: ResolvedModel) -> ServingBackend:
 
         fallback = None
         if getattr(state, "vllm_fallback_local", False):
+
             def fallback() -> ServingBackend:
                 return _local(state, model)
+
         return VLLMRouted(vllm, model, fallback)
     return _local(state, model)
 
@@ -436,7 +446,6 @@ def backend_for(state: Any, model: ResolvedModel) -> ServingBackend:
 def _local(state: Any, model: ResolvedModel) -> ServingBackend:
     route = state.engines.route(model)
     return LocalBackend(lambda _name: route)
-
 
 
 def vllm_from_settings():

@@ -6,7 +6,7 @@ import os
 
 import typer
 
-from openft.config import get_settings, reset_settings
+from openft.config import SettingsError, get_settings, reset_settings
 
 
 def serve(
@@ -25,6 +25,12 @@ def serve(
         os.environ["OPENFT_HOME"] = home
         reset_settings()
     settings = get_settings()
+    from openft.api.serving_state import ServingLimits
+
+    try:  # the serving limits are read when the app starts; a typo should stop here, on one line
+        ServingLimits.from_env()
+    except ValueError as error:
+        raise SettingsError(str(error)) from None
     settings.home.mkdir(parents=True, exist_ok=True)
     bind_host = host or settings.host
     bind_port = port or settings.port

@@ -1,7 +1,9 @@
 """The local generation engine: one model thread, continuous batching, mixed LoRA adapters per batch.
 
 Async callers submit requests; one background thread owns the model and loops: drop cancelled rows, admit
-waiting requests (prefill them together), then run one decode step for every running row. Each row carries
+waiting requests (prefill them together), then run one decode step for every running row. Prefill is chunked
+as vLLM's is: a pass takes at most ``max_prefill_tokens`` prompt tokens, so a long prompt is prefilled a chunk
+per loop with the running rows' decode steps in between, and streams already running keep their pace. Each row carries
 its own adapter name (PEFT's ``adapter_names``), sampler settings, RNG, stop rules and grammar matcher, so
 requests for different adapters and settings share each forward pass. Tokens travel back to the caller's
 event loop through ``call_soon_threadsafe``.
@@ -54,6 +56,7 @@ class EngineStats:
     requests_finished: int = 0
     requests_cancelled: int = 0
     generated_tokens: int = 0
+    prefill_chunks: int = 0  # prefill forward passes; more than prefill_steps when long prompts were chunked
 
 
 @dataclass(eq=False)
@@ -76,11 +79,33 @@ class _Sequence:
     released: bool = False
 
 
+@dataclass(eq=False)
+class _Prefill:
+    """Admitted requests whose (left-padded) prompts go into their own KV cache a chunk of columns at a time."""
+
+    sequences: list[_Sequence]
+    input_ids: torch.Tensor  # [rows, longest prompt]
+    mask: torch.Tensor
+    position_ids: torch.Tensor
+    cache: DynamicCache
+    done: int = 0  # columns already in the cache
+
+
+# A prefill pass's prompt tokens (rows x padded width) at most, as vLLM's chunked prefill budget. A 2,000-token
+# prompt joining four running streams on the bundled model (2 cores, fp32) held every stream for 2.7 s in one
+# pass; in chunks of 512 the longest gap is 1.1 s and the long request's first token comes 1.2x later
+# (256: 0.65 s and 1.3x; bench/prefill_interleave.py, docs/performance.md).
+DEFAULT_MAX_PREFILL_TOKENS = 512
+
+
 class Engine:
     """Serves one base model and its LoRA adapters.
 
     ``max_queue``: requests waiting for a batch slot; ``max_total_tokens``: prompt + max_new_tokens summed over
     every admitted request (queued and running). Beyond either, ``generate`` raises ``EngineOverloaded``.
+    ``max_prefill_tokens``: the prompt tokens (rows x padded width) one prefill pass takes; longer prompts are
+    prefilled in chunks between decode steps, and requests waiting to join are admitted while they fit
+    (always at least one). None: every admitted prompt in one pass.
     """
 
     def __init__(
@@ -92,9 +117,13 @@ class Engine:
         max_queue: int = 64,
         max_total_tokens: int = 262_144,
         max_loaded_adapters: int = 8,
+        max_prefill_tokens: int | None = DEFAULT_MAX_PREFILL_TOKENS,
         name: str = "engine",
     ) -> None:
+        if max_prefill_tokens is not None and max_prefill_tokens < 1:
+            raise ValueError(f"max_prefill_tokens must be at least 1, got {max_prefill_tokens}")
         self.max_batch_size = max_batch_size
+        self.max_prefill_tokens = max_prefill_tokens
         self.max_queue = max_queue
         self.max_total_tokens = max_total_tokens
         self._loader = model_loader
@@ -104,6 +133,7 @@ class Engine:
         self._lock = threading.Condition()
         self._waiting: deque[_Sequence] = deque()
         self._running: list[_Sequence] = []
+        self._prefilling: _Prefill | None = None  # admitted, their prompts part-way into the cache
         self._tokens_in_flight = 0
         self._closed = False
         self._ready = threading.Event()
@@ -150,6 +180,7 @@ class Engine:
             out = dict(vars(self._stats))
             out.update(
                 running=sum(not s.cancelled for s in self._running),
+                prefilling=len(self._prefilling.sequences) if self._prefilling is not None else 0,
                 waiting=len(self._waiting),
                 tokens_in_flight=self._tokens_in_flight,
                 loaded_adapters=list(self.adapters.loaded_keys) if self.adapters else [],
@@ -279,7 +310,7 @@ class Engine:
         with torch.inference_mode():
             while True:
                 with self._lock:
-                    while not self._closed and not self._waiting and not self._running:
+                    while not self._closed and not self._waiting and not self._running and not self._prefilling:
                         self._lock.wait()
                     if self._closed:
                         break
@@ -288,21 +319,32 @@ class Engine:
                     self._step(joining)
                 except Exception as exc:  # a bug or OOM must not hang every caller: fail the batch
                     log.exception("engine step failed")
-                    for sequence in self._running + joining:
+                    prefilling = self._prefilling.sequences if self._prefilling is not None else []
+                    for sequence in self._running + prefilling + joining:
                         self._finish_with_error(sequence, exc)
                         self._release(sequence, cancelled=False)
-                    self._running, self._cache, self._mask = [], None, None
-        for sequence in list(self._running) + list(self._waiting):
+                    self._running, self._cache, self._mask, self._prefilling = [], None, None, None
+        prefilling = self._prefilling.sequences if self._prefilling is not None else []
+        for sequence in list(self._running) + prefilling + list(self._waiting):
             sequence.deliver(EngineOverloaded("the engine shut down"))
 
     def _take_waiting(self) -> list[_Sequence]:
-        joining = []
+        """The requests that join next, in arrival order: none while a prefill is part-way; otherwise while
+        the batch has room and their padded prompts fit in ``max_prefill_tokens`` (the first one always)."""
+        joining: list[_Sequence] = []
+        if self._prefilling is not None:
+            return joining
+        longest, budget = 0, self.max_prefill_tokens
         while self._waiting and len(self._running) + len(joining) < self.max_batch_size:
-            sequence = self._waiting.popleft()
+            sequence = self._waiting[0]
             if sequence.cancelled:
-                self._release(sequence, cancelled=True)
+                self._release(self._waiting.popleft(), cancelled=True)
                 continue
-            joining.append(sequence)
+            width = max(longest, len(sequence.request.prompt_ids))
+            if joining and budget is not None and width * (len(joining) + 1) > budget:
+                break
+            joining.append(self._waiting.popleft())
+            longest = width
         return joining
 
     def _step(self, joining: list[_Sequence]) -> None:
@@ -312,7 +354,9 @@ class Engine:
             # Each adapter's rows side by side (stable: arrival order within one): the prefill pass then runs
             # each adapter on a slice of the batch, with no gather and scatter copies (lora_batch.py).
             admitted.sort(key=lambda sequence: sequence.adapter_name)
-            self._prefill(admitted)
+            self._prefilling = self._start_prefill(admitted)
+        if self._prefilling is not None:
+            self._prefill_chunk()
             self._drop_finished()
         if self._running:
             self._decode()
@@ -394,7 +438,7 @@ class Engine:
             self._batched_lora = None
         self._lora_version = self.adapters.version
 
-    def _prefill(self, sequences: list[_Sequence]) -> None:
+    def _start_prefill(self, sequences: list[_Sequence]) -> _Prefill:
         longest = max(len(s.request.prompt_ids) for s in sequences)
         input_ids = torch.zeros((len(sequences), longest), dtype=torch.long)
         mask = torch.zeros((len(sequences), longest), dtype=torch.long)
@@ -404,13 +448,36 @@ class Engine:
             mask[row, longest - len(prompt) :] = 1
             sequence.length = len(prompt)
         position_ids = (mask.cumsum(dim=1) - 1).clamp(min=0)
-        cache = kv_batch.new_cache(self.model.config)
-        logits = self._forward(sequences, input_ids, mask, position_ids, cache)
+        return _Prefill(sequences, input_ids, mask, position_ids, kv_batch.new_cache(self.model.config))
+
+    def _prefill_chunk(self) -> None:
+        """The next chunk of the prefilling prompts; after the last one the rows join the running batch."""
+        prefill = self._prefilling
+        if all(sequence.cancelled for sequence in prefill.sequences):  # every caller left: stop paying for it
+            for sequence in prefill.sequences:
+                self._release(sequence, cancelled=True)
+            self._prefilling = None
+            return
+        rows, width = prefill.input_ids.shape
+        end = width
+        if self.max_prefill_tokens is not None:
+            end = min(width, prefill.done + max(1, self.max_prefill_tokens // rows))
+        columns = slice(prefill.done, end)
+        logits = self._forward(
+            prefill.sequences, prefill.input_ids[:, columns], prefill.mask[:, :end],
+            prefill.position_ids[:, columns], prefill.cache,
+        )  # fmt: skip
+        # After every chunk, not only the last: the next chunk's real tokens attend over these positions.
+        kv_batch.zero_padding(prefill.cache, prefill.mask[:, :end])
+        prefill.done = end
+        self._stats.prefill_chunks += 1
+        if end < width:
+            return
+        self._prefilling = None
         self._stats.prefill_steps += 1
-        kv_batch.zero_padding(cache, mask)
-        self._cache, self._mask = kv_batch.merge(self._cache, self._mask, cache, mask)
-        self._running.extend(sequences)
-        self._sample(sequences, logits)
+        self._cache, self._mask = kv_batch.merge(self._cache, self._mask, prefill.cache, prefill.mask)
+        self._running.extend(prefill.sequences)
+        self._sample(prefill.sequences, logits)
 
     def _decode(self) -> None:
         sequences = self._running

@@ -95,6 +95,8 @@ def _layers(cache: DynamicCache) -> list:
 
 def zero_padding(cache: DynamicCache, attention_mask: torch.Tensor) -> None:
     """Padding positions can hold NaN from fully masked queries; zero them so 0-weight * value stays 0."""
+    if bool(attention_mask.all()):  # no padding: nothing to zero, and the layers keep their spare room
+        return
     keep = attention_mask.bool()[:, None, :, None]
     for layer in _layers(cache):
         length = layer.keys.shape[-2]
