@@ -9,7 +9,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralFo
 
 from openft.serving import kv_batch
 from openft.serving.decode_step import LlamaDecodeStep
-from openft.serving.lora_batch import GROUPED_MIN_SLOTS, PREFILL_GATHER_MIN_ADAPTERS, BatchedLora
+from openft.serving.lora_batch import PREFILL_GATHER_MIN_ADAPTERS, BatchedLora
 from openft.serving.q4_linear import use_q4_decode_weights
 
 SMALL = {
@@ -30,11 +30,13 @@ def _llama(seed: int = 0) -> LlamaForCausalLM:
 
 
 def _with_adapters(model, names: list[str], seed: int, alpha: int):
-    """``model`` wrapped by PEFT with one random rank-4 all-linear adapter per name (seeded in turn), in eval mode."""
+    """``model`` wrapped by PEFT with one random rank-4 all-linear adapter per name (seeded in turn), in eval mode.
+    Their scalings differ (``alpha``, 2x, 3x, in turn), so each row must get its own adapter's."""
     peft_model = None
     for index, name in enumerate(names):
         torch.manual_seed(seed + index)
-        config = LoraConfig(r=4, lora_alpha=alpha, target_modules="all-linear", init_lora_weights=False)
+        scaled = alpha * (1 + index % 3)
+        config = LoraConfig(r=4, lora_alpha=scaled, target_modules="all-linear", init_lora_weights=False)
         if peft_model is None:
             peft_model = get_peft_model(model, config, adapter_name=name)
         else:
@@ -146,20 +148,22 @@ def test_batched_lora_rows_get_their_adapters_without_peft_wrappers(four_bit):
 
 
 @pytest.mark.parametrize(
-    ("loaded", "row_slots"),
+    ("loaded", "row_slots", "path"),
     [
-        (9, [0, 1, None, 2, 1, 3, 4]),
-        (20, [3, 17, 5, 8, 11, 0, 19, 2, None]),
-        (18, [*range(17), None, 4]),  # 17 adapters in the prefill pass: each row's weights gathered
-        (3, [1, 1, 1]),
+        (9, [0, 1, None, 2, 1, 3, 4], "grouped"),
+        (20, [3, 17, 5, 8, 11, 0, 19, 2, None], "grouped"),
+        (18, [*range(17), None, 4], "grouped"),  # 17 adapters in the prefill pass: each row's weights gathered
+        (3, [1, 1, 1], "one adapter"),
+        (4, [0, 2, None, 1, 3, 0], "masked"),
+        (6, [4, None, 1, 4], "masked"),  # two of six in use: the masked stack of just those two
     ],
-    ids=["all-loaded-stack", "subset-stack", "prefill-gathered", "one-adapter-every-row"],
+    ids=["all-loaded-stack", "subset-stack", "prefill-gathered", "one-adapter-every-row", "masked", "masked-subset"],
 )
-def test_many_adapters_in_one_batch_give_each_row_peft_s_own_adapter_output(loaded, row_slots):
+def test_many_adapters_in_one_batch_give_each_row_peft_s_own_adapter_output(loaded, row_slots, path):
     """From GROUPED_MIN_SLOTS adapters in the multiplied stack, decode steps run each adapter on its own rows
-    (batched products): a row using an adapter twice, a base row and unused slots still get what PEFT's own
-    per-adapter loop (``adapter_names``) gives them. With one adapter on every row the step skips the mask."""
-    many = len({slot for slot in row_slots if slot is not None}) >= GROUPED_MIN_SLOTS // 2 + 1
+    (batched products); below, one masked product. Either way a row using an adapter twice, a base row and
+    unused slots get what PEFT's own per-adapter loop (``adapter_names``) gives them, each with its own
+    adapter's scaling. With one adapter on every row the step skips the mask."""
     model = _llama()
     names = [f"adapter{index}" for index in range(loaded)]
     peft_model = _with_adapters(model, names, seed=100, alpha=8)
@@ -188,10 +192,8 @@ def test_many_adapters_in_one_batch_give_each_row_peft_s_own_adapter_output(load
             assert torch.allclose(ours, logits, rtol=0, atol=1e-5)
             assert torch.equal(ours.argmax(-1), logits.argmax(-1))
             length = length + 1
-    if many:
-        assert batched._groupings  # the batched products served these steps, not the masked stack
-    else:
-        assert batched._one_adapter and not batched._groupings
+    assert bool(batched._groupings) == (path == "grouped")  # the batched products served these steps
+    assert batched._one_adapter == (path == "one adapter")
     distinct = len({slot for slot in row_slots if slot is not None})
     assert (batched._adapter_rows is not None) == (distinct >= PREFILL_GATHER_MIN_ADAPTERS)
 

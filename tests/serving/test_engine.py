@@ -371,3 +371,26 @@ def test_an_adapter_with_non_finite_weights_is_refused_and_the_others_keep_servi
     after = asyncio.run(engine.complete(_greedy(prompt, ADAPTER_KEYS[0], max_new_tokens=6)))
     assert after.token_ids == before.token_ids
     assert all(torch.isfinite(p).all() for p in engine.model.parameters())
+
+
+def test_each_adapter_s_weights_are_held_once_shared_by_peft_and_the_batched_stack(engine):
+    """The batched path stacks every loaded adapter per layer; PEFT's own weights are views into that stack,
+    so an adapter costs its weights' bytes once (what the adapter byte cap counts), not twice."""
+    prompts = _prompts(engine, 4)
+    requests = [_greedy(p, key, max_new_tokens=3) for p, key in zip(prompts, ADAPTER_KEYS, strict=True)]
+
+    async def run():
+        return await asyncio.gather(*(engine.complete(r) for r in requests))
+
+    asyncio.run(run())
+    lora = engine._batched_lora
+    storages, peft_bytes = {}, 0
+    for layer in lora._layers:
+        for parameter in [*layer.lora_A.parameters(), *layer.lora_B.parameters()]:
+            storages[parameter.untyped_storage().data_ptr()] = parameter.untyped_storage().nbytes()
+            peft_bytes += parameter.numel() * parameter.element_size()
+        stacked = lora._stacks[id(layer)].full
+        for tensor in (stacked.a, stacked.b):
+            storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+    assert len(engine.stats()["loaded_adapters"]) == len(ADAPTER_KEYS)
+    assert sum(storages.values()) == peft_bytes

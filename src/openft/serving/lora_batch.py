@@ -3,8 +3,10 @@
 PEFT's ``adapter_names`` path loops over the adapters in every LoRA layer (gather rows, two small matmuls,
 scatter back): with 4 adapters and ~200 adapted layers that is thousands of tiny ops per decode step. Here
 each adapted ``nn.Linear`` keeps every loaded adapter side by side, ``A = [A_1 | A_2 | ...]`` and
-``B = [s_1 B_1 ; s_2 B_2 ; ...]``; a per-row 0/1 mask over the concatenated rank keeps each row's own
-adapter, so ``delta = ((x @ A) * mask_row) @ B`` serves every row at once (base rows have an all-zero mask).
+``B = [B_1 ; B_2 ; ...]``; a per-row mask over the concatenated rank keeps each row's own adapter and
+carries its scaling ``s_i``, so ``delta = ((x @ A) * mask_row) @ B`` serves every row at once (base rows have
+an all-zero mask). PEFT's own ``lora_A``/``lora_B`` weights are then made views into the stack, so an adapter's
+weights are in memory once, not twice (the adapter byte cap counts PEFT's parameters: now what is held).
 When the batch uses at most half of the loaded adapters, the step multiplies by a stack of only those (built
 once per set of adapters in use and kept while it lasts): otherwise 64 loaded rank-16 adapters would make
 every decode step pay for a rank-1024 LoRA, more work than the base layer itself, whatever the batch uses.
@@ -65,9 +67,12 @@ class _Stacked:
     b: torch.Tensor | None
     layout: tuple[int, ...]  # each slot's rank here, 0 where the adapter has no LoRA on this layer
     grouped: bool
+    scales: tuple[float, ...]  # each slot's LoRA scaling (alpha / r), applied to ``x @ A``; B is unscaled
+    # Grouped form with scalings other than 1: [slots, 1, 1] to multiply ``x @ A`` by, else None.
+    scale_column: torch.Tensor | None = None
 
     def views(self) -> list[tuple[torch.Tensor, torch.Tensor] | None]:
-        """Each slot's own (A, s*B) as views into the stack (no second copy), None where it has none."""
+        """Each slot's own (A, B) as views into the stack (no second copy), None where it has none."""
         if self.grouped:
             return [(self.a[slot], self.b[slot]) for slot in range(len(self.layout))]
         views, start = [], 0
@@ -78,39 +83,54 @@ class _Stacked:
         return views
 
 
-def _stack(parts: list[tuple[torch.Tensor, torch.Tensor] | None]) -> _Stacked:
+def _stack(parts: list[tuple[torch.Tensor, torch.Tensor] | None], scales: tuple[float, ...]) -> _Stacked:
     layout = tuple(0 if part is None else part[0].shape[1] for part in parts)
     present = [part for part in parts if part is not None]
     if not present:
-        return _Stacked(None, None, layout, False)
+        return _Stacked(None, None, layout, False, scales)
     if len(parts) >= GROUPED_MIN_SLOTS and len(present) == len(parts) and len(set(layout)) == 1:
         a = torch.stack([part[0] for part in parts])
         b = torch.stack([part[1] for part in parts])
-        return _Stacked(a, b, layout, True)
+        column = None
+        if any(scale != 1.0 for scale in scales):
+            column = torch.tensor(scales, dtype=a.dtype).view(-1, 1, 1)
+        return _Stacked(a, b, layout, True, scales, column)
+    if len(present) == 1:  # one adapter (the only one loaded, or a batch's subset of one): its weights, no copy
+        return _Stacked(present[0][0], present[0][1], layout, False, scales)
     a = torch.cat([part[0] for part in present], dim=1).contiguous()
     b = torch.cat([part[1] for part in present], dim=0).contiguous()
-    return _Stacked(a, b, layout, False)
+    return _Stacked(a, b, layout, False, scales)
 
 
 class _LayerStack:
     def __init__(self, layer: LoraLinear, slots: list[str]) -> None:
         dtype = layer.get_base_layer().weight.dtype  # the activations' dtype; PEFT keeps adapters in fp32
-        parts = []
+        parts, scales = [], []
         for name in slots:
             if name in layer.lora_A:
                 a = layer.lora_A[name].weight.t().to(dtype)  # [in, r]
-                b = (layer.lora_B[name].weight * layer.scaling[name]).t().to(dtype)  # [r, out]
+                b = layer.lora_B[name].weight.t().to(dtype)  # [r, out]
                 parts.append((a, b))
+                scales.append(float(layer.scaling[name]))
             else:
                 parts.append(None)
-        self.full = _stack(parts)
+                scales.append(0.0)
+        self.scales = tuple(scales)
+        self.full = _stack(parts, self.scales)
         self.per_slot = self.full.views()
         self._subset: tuple[tuple[int, ...], _Stacked] | None = None
+        # PEFT's weights become views into the stack: one copy of each adapter in memory, not two. Only when
+        # the stack keeps PEFT's dtype (fp32 activations); a bf16 stack is a separate copy.
+        for name, part in zip(slots, self.per_slot, strict=True):
+            if part is not None and part[0].dtype == layer.lora_A[name].weight.dtype:
+                layer.lora_A[name].weight.data = part[0].t()
+                layer.lora_B[name].weight.data = part[1].t()
 
     def subset(self, used: tuple[int, ...]) -> _Stacked:
         """The stack of only the slots in ``used`` (0-based), in that order; the last one is kept."""
         if self._subset is None or self._subset[0] != used:
-            self._subset = (used, _stack([self.per_slot[slot] for slot in used]))
+            parts = [self.per_slot[slot] for slot in used]
+            self._subset = (used, _stack(parts, tuple(self.scales[slot] for slot in used)))
         return self._subset[1]
 
 
@@ -158,6 +178,7 @@ class BatchedLora:
         self._used_masks: dict[tuple[int, ...], torch.Tensor] = {}
         self._groupings: dict[bool, _Grouping] = {}  # by whether the step multiplies by a subset
         self._one_adapter = False  # every row of the pass uses the same adapter
+        self._only_slot = 0  # then its 0-based slot in the full stack
         # Prefill with many adapters: the rows that use one, their 0-based slots, and whether that is every row.
         self._adapter_rows: tuple[torch.Tensor, torch.Tensor, bool] | None = None
         self._padded: tuple[torch.Tensor, _Grouping, torch.Tensor] | None = None  # (input, for, its batch)
@@ -221,6 +242,7 @@ class BatchedLora:
         self._groups = None  # built by the first prefill pass that needs them; decode steps never do
         used = tuple(sorted(set(self._row_slots.tolist()) - {0}))
         self._one_adapter = len(used) == 1 and bool((self._row_slots > 0).all())
+        self._only_slot = used[0] - 1 if self._one_adapter else 0
         if 2 * len(used) <= len(self._slots):
             position = torch.zeros(len(self._slots) + 1, dtype=torch.long)
             position[list(used)] = torch.arange(1, len(used) + 1)
@@ -233,16 +255,18 @@ class BatchedLora:
         self._adapter_rows = None
 
     @staticmethod
-    def _row_mask(masks: dict, row_slots: torch.Tensor, layout: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-        mask = masks.get(layout)
+    def _row_mask(masks: dict, row_slots: torch.Tensor, stacked: _Stacked, dtype: torch.dtype) -> torch.Tensor:
+        """Each row's [R] mask: its own adapter's scaling over that adapter's rank columns, zero elsewhere."""
+        key = (stacked.layout, stacked.scales)
+        mask = masks.get(key)
         if mask is None:
-            table = torch.zeros((len(layout) + 1, sum(layout)), dtype=dtype)
+            table = torch.zeros((len(stacked.layout) + 1, sum(stacked.layout)), dtype=dtype)
             start = 0
-            for slot, width in enumerate(layout):
-                table[slot + 1, start : start + width] = 1
+            for slot, (width, scale) in enumerate(zip(stacked.layout, stacked.scales, strict=True)):
+                table[slot + 1, start : start + width] = scale
                 start += width
             mask = table[row_slots]
-            masks[layout] = mask
+            masks[key] = mask
         return mask
 
     def direct(self, layer: torch.nn.Module) -> bool:
@@ -273,11 +297,14 @@ class BatchedLora:
                 grouping = self._groupings[subset] = _Grouping.of(row_slots, len(stacked.layout))
             return self._grouped_delta(stacked, grouping, x, output)
         hidden = torch.matmul(x, stacked.a)
-        if not self._one_adapter:  # with one adapter on every row the mask is all ones
+        alpha = 1.0
+        if self._one_adapter:  # one adapter on every row: no mask, its scaling goes into the addmm
+            alpha = stacked.scales[0 if subset else self._only_slot]
+        else:
             masks = self._used_masks if subset else self._masks
-            hidden.mul_(self._row_mask(masks, row_slots, stacked.layout, x.dtype)[:, None, :])
+            hidden.mul_(self._row_mask(masks, row_slots, stacked, x.dtype)[:, None, :])
         # In place, fused with the matmul: no extra output-sized tensor per layer and decode step.
-        output.view(-1, output.shape[-1]).addmm_(hidden.view(-1, hidden.shape[-1]), stacked.b)
+        output.view(-1, output.shape[-1]).addmm_(hidden.view(-1, hidden.shape[-1]), stacked.b, alpha=alpha)
         return output
 
     def _grouped_delta(
@@ -294,7 +321,10 @@ class BatchedLora:
                 flat = flat.index_select(0, grouping.rows)
             batch = flat.new_zeros(slots * grouping.per_slot, width).index_copy_(0, grouping.positions, flat)
             padded = self._padded = (x, grouping, batch.view(slots, grouping.per_slot, width))
-        delta = torch.bmm(torch.bmm(padded[2], stacked.a), stacked.b)
+        hidden = torch.bmm(padded[2], stacked.a)
+        if stacked.scale_column is not None:
+            hidden.mul_(stacked.scale_column)
+        delta = torch.bmm(hidden, stacked.b)
         output.view(-1, output.shape[-1]).index_add_(0, grouping.targets, delta.view(-1, delta.shape[-1]))
         return output
 
@@ -313,11 +343,13 @@ class BatchedLora:
             if part is None:
                 continue
             a, b = part
+            scale = stack.scales[slot]
             if isinstance(rows, slice):
                 hidden = torch.matmul(x[rows], a)
-                output[rows].view(-1, output.shape[-1]).addmm_(hidden.view(-1, hidden.shape[-1]), b)
+                output[rows].view(-1, output.shape[-1]).addmm_(hidden.view(-1, hidden.shape[-1]), b, alpha=scale)
             else:
-                output.index_add_(0, rows, torch.matmul(torch.matmul(x.index_select(0, rows), a), b))
+                delta = torch.matmul(torch.matmul(x.index_select(0, rows), a), b)
+                output.index_add_(0, rows, delta, alpha=scale)
         return output
 
     def _gathered_delta(self, stacked: _Stacked, x: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
@@ -330,6 +362,8 @@ class BatchedLora:
         rows, slots, every_row = self._adapter_rows
         inputs = x if every_row else x.index_select(0, rows)
         hidden = torch.bmm(inputs, stacked.a.index_select(0, slots))
+        if stacked.scale_column is not None:
+            hidden.mul_(stacked.scale_column.index_select(0, slots))
         delta = torch.bmm(hidden, stacked.b.index_select(0, slots))
         return output.add_(delta) if every_row else output.index_add_(0, rows, delta)
 
