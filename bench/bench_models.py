@@ -1,8 +1,9 @@
-"""What both benchmarks share: the model they run (the real SmolLM2-135M-Instruct, or a tiny random one with
-`--tiny` for a quick run) and running each measured side in a fresh process."""
+"""What the benchmarks share: the model they run (the real SmolLM2-135M-Instruct, or a tiny random one with
+`--tiny` for a quick run), running each measured side in a fresh process, and printing the JSON report."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 from pathlib import Path
 from queue import Empty
@@ -62,3 +63,11 @@ def in_child_process(function, *args, allocator_env: dict[str, str] | None = Non
                 raise RuntimeError(f"{function.__name__} died with exit code {process.exitcode}") from None
     process.join()
     return result
+
+
+def emit_report(report: dict, out: str | None) -> None:
+    """Print the report as JSON, and write it to ``out`` too when given."""
+    text = json.dumps(report, indent=2)
+    if out:
+        Path(out).write_text(text + "\n")
+    print(text)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import tempfile
@@ -26,15 +25,14 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
-from bench_models import in_child_process, prepare_model_dir  # noqa: E402
+from bench_models import emit_report, in_child_process, prepare_model_dir  # noqa: E402
+from serve_throughput import TOPICS  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from openft.models.chat_template import encode_prompt  # noqa: E402
 from openft.serving.decode_weights import apply_decode_weights  # noqa: E402
 from openft.serving.engine import Engine  # noqa: E402
 from openft.serving.types import GenerationRequest  # noqa: E402
-
-TOPICS = ["the ocean", "a bicycle", "coffee", "mountains", "a library", "rain", "chess", "bread"]
 
 
 def long_prompt(tokenizer, tokens: int) -> list[int]:
@@ -159,10 +157,7 @@ def main() -> None:
             for r in results[1:]
         },
     }  # fmt: skip
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    emit_report(report, args.out)
 
 
 if __name__ == "__main__":

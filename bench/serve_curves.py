@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -25,7 +24,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
-from bench_models import in_child_process, prepare_model_dir  # noqa: E402  (bench/ is on sys.path as a script)
+from bench_models import emit_report, in_child_process, prepare_model_dir  # noqa: E402  (bench/ is on sys.path as a script)
 from peft import LoraConfig, get_peft_model  # noqa: E402
 from serve_throughput import TOPICS, run_engine  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
@@ -155,10 +154,7 @@ def main() -> None:
         **{k: list(v) if isinstance(v, tuple) else v for k, v in args.items()},
         **results,
     }
-    text = json.dumps(report, indent=2)
-    if options.out:
-        Path(options.out).write_text(text + "\n")
-    print(text)
+    emit_report(report, options.out)
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
-from bench_models import in_child_process, prepare_model_dir  # noqa: E402  (bench/ is on sys.path when run as a script)
+from bench_models import emit_report, in_child_process, prepare_model_dir  # noqa: E402  (bench/ is on sys.path as a script)
 
 from openft.jobs.allocator import task_env  # noqa: E402
 
@@ -284,7 +284,7 @@ def main() -> None:
     peak_before = steady_matmul_peak(device, dtype, options.quick)
     if options.curves:
         report = training_curves(options, peak_before)
-        _emit(report, options.out)
+        emit_report(report, options.out)
         return
 
     with tempfile.TemporaryDirectory(prefix="openft-bench-") as tmp:
@@ -365,14 +365,7 @@ def main() -> None:
     # issue 15; against the tuned baseline with openft's allocator too, when it ran
     like_for_like = report.get("speedup_vs_trl_tuned_tcmalloc", report["speedup_vs_trl_tuned"])
     report["target_met"] = min(report["speedup_vs_trl_tuned"], like_for_like) >= 2.0 and report["openft"]["mfu"] >= 0.40
-    _emit(report, options.out)
-
-
-def _emit(report: dict[str, Any], out: str | None) -> None:
-    text = json.dumps(report, indent=2)
-    if out:
-        Path(out).write_text(text + "\n")
-    print(text)
+    emit_report(report, options.out)
 
 
 def make_long_conversations(count: int, tokens: int, seed: int = 0) -> list[dict[str, Any]]:

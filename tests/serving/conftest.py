@@ -43,9 +43,9 @@ def make_loader(model_dir: Path):
 def make_engine(tiny_model_dir, lora_adapter_dirs):
     engines: list[Engine] = []
 
-    def build(extra_adapters: dict[str, Path] | None = None, **options) -> Engine:
+    def build(extra_adapters: dict[str, Path] | None = None, loader=None, **options) -> Engine:
         folders = {**lora_adapter_dirs, **(extra_adapters or {})}
-        engine = Engine(make_loader(tiny_model_dir), folders.__getitem__, **options)
+        engine = Engine(loader or make_loader(tiny_model_dir), folders.__getitem__, **options)
         engine.wait_ready(timeout=120)
         engines.append(engine)
         return engine

@@ -31,34 +31,25 @@ def _settled(engine: Engine) -> dict:
     return engine.stats()
 
 
-@pytest.fixture
-def sharp_engine(tiny_model_dir, lora_adapter_dirs):
-    """Engines over the tiny model with 8x its query and key weights: its random init attends almost uniformly,
-    so without this what it says hardly depends on positions or on which earlier tokens it sees."""
-    engines: list[Engine] = []
+def _sharp_loader(model_dir):
+    """The tiny model with 8x its query and key weights: its random init attends almost uniformly, so without
+    this what it says hardly depends on positions or on which earlier tokens it sees."""
 
     def load():
-        model, tokenizer = make_loader(tiny_model_dir)()
+        model, tokenizer = make_loader(model_dir)()
         with torch.no_grad():
             for layer in model.model.layers:
                 layer.self_attn.q_proj.weight.mul_(8)
                 layer.self_attn.k_proj.weight.mul_(8)
         return model, tokenizer
 
-    def build(**options) -> Engine:
-        engine = Engine(load, lora_adapter_dirs.__getitem__, **options)
-        engine.wait_ready(timeout=120)
-        engines.append(engine)
-        return engine
-
-    yield build
-    for engine in engines:
-        engine.close()
+    return load
 
 
-def test_chunked_prefill_gives_the_same_tokens_as_one_pass(sharp_engine):
-    whole = sharp_engine(max_batch_size=8, max_prefill_tokens=None)
-    chunked = sharp_engine(max_batch_size=8, max_prefill_tokens=24)
+def test_chunked_prefill_gives_the_same_tokens_as_one_pass(make_engine, tiny_model_dir):
+    sharp = _sharp_loader(tiny_model_dir)
+    whole = make_engine(loader=sharp, max_batch_size=8, max_prefill_tokens=None)
+    chunked = make_engine(loader=sharp, max_batch_size=8, max_prefill_tokens=24)
     # Different lengths, so rows are left-padded and early chunks hold only padding for the short ones;
     # adapters too, so the chunks run each row's own LoRA delta.
     prompts = [_prompt(whole, words, seed) for seed, words in enumerate([40, 7, 23, 3, 31])]
