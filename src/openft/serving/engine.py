@@ -3,10 +3,10 @@
 Async callers submit requests; one background thread owns the model and loops: drop cancelled rows, admit
 waiting requests (prefill them together), then run one decode step for every running row. Prefill is chunked
 as vLLM's is: a pass takes at most ``max_prefill_tokens`` prompt tokens, so a long prompt is prefilled a chunk
-per loop with the running rows' decode steps in between, and streams already running keep their pace. Each row carries
-its own adapter name (PEFT's ``adapter_names``), sampler settings, RNG, stop rules and grammar matcher, so
-requests for different adapters and settings share each forward pass. Tokens travel back to the caller's
-event loop through ``call_soon_threadsafe``.
+per loop with the running rows' decode steps in between, and streams already running keep their pace. Each
+row carries its own adapter name (PEFT's ``adapter_names``), sampler settings, RNG, stop rules and grammar
+matcher, so requests for different adapters and settings share each forward pass. Tokens travel back to the
+caller's event loop through ``call_soon_threadsafe``.
 """
 
 from __future__ import annotations
