@@ -176,11 +176,12 @@ class Engine:
             self._thread.join(timeout=30)
 
     def stats(self) -> dict:
+        prefill = self._prefilling  # read once: the model thread may finish it meanwhile
         with self._lock:
             out = dict(vars(self._stats))
             out.update(
                 running=sum(not s.cancelled for s in self._running),
-                prefilling=len(self._prefilling.sequences) if self._prefilling is not None else 0,
+                prefilling=len(prefill.sequences) if prefill is not None else 0,
                 waiting=len(self._waiting),
                 tokens_in_flight=self._tokens_in_flight,
                 loaded_adapters=list(self.adapters.loaded_keys) if self.adapters else [],
