@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-from bench_models import prepare_model_dir  # bench/ is on sys.path when run as a script
+from bench_models import emit_report, prepare_model_dir  # bench/ is on sys.path when run as a script
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from openft.models.chat_template import encode_prompt, stop_token_ids
@@ -103,6 +102,7 @@ def main() -> None:
     parser.add_argument("--model-dir", help="any local HF model folder instead")
     parser.add_argument("--batch-sizes", default="1,16")
     parser.add_argument("--steps", type=int, default=24, help="decode steps per run (max_tokens)")
+    parser.add_argument("--out", help="also write the JSON report to this file")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work:
         model_dir = prepare_model_dir(not args.real, args.model_dir, Path(work))
@@ -144,7 +144,7 @@ def main() -> None:
                 }
         finally:
             engine.close()
-    print(json.dumps(out, indent=2))
+    emit_report(out, args.out)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import tempfile
@@ -30,7 +29,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import llama_cpp_rival  # noqa: E402  (bench/ is on sys.path when run as a script)
 import torch  # noqa: E402
-from bench_models import in_child_process, prepare_model_dir  # noqa: E402
+from bench_models import emit_report, in_child_process, prepare_model_dir  # noqa: E402
 from peft import LoraConfig, get_peft_model  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
@@ -173,6 +172,7 @@ def main() -> None:
         "--llama-cpp", action="store_true",
         help="also run llama.cpp (llama-cpp-python) on the bundled Q4_1 GGUF and on an f32 GGUF of the same weights",
     )  # fmt: skip
+    parser.add_argument("--out", help="also write the JSON report to this file")
     args = parser.parse_args()
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -229,7 +229,7 @@ def main() -> None:
             results_q4["base"][0]["tokens_per_s"] / rival["q4_1"]["tokens_per_s"], 2
         )
         report["targets_met"]["c1_at_least_llama_cpp_q4_1"] = report["c1_q4_vs_llama_cpp_q4_1"] >= 1
-    print(json.dumps(report, indent=2))
+    emit_report(report, args.out)
 
 
 if __name__ == "__main__":
