@@ -96,7 +96,7 @@ def test_request_arriving_mid_generation_joins_the_running_batch(engine):
         second_tokens_before_first_done = 0
 
         async def long_one():
-            await engine.complete(_greedy(prompts[0], None, max_new_tokens=60))
+            await engine.complete(_greedy(prompts[0], None, max_new_tokens=200))  # long enough to overlap under load
             first_done.set()
 
         async def late_one():
