@@ -4,7 +4,9 @@
 The engine runs twice: with fp32 weights (``engine``) and with 4-bit decode weights (``engine_q4``,
 ``OPENFT_SERVING_DECODE_WEIGHTS=q4``: Q4_1 linear layers for decode steps of up to 8 rows, bf16 copies for
 bigger passes; the bundled model's weights are Q4_1 in its GGUF, so that is the same quantisation llama.cpp
-runs with ``--llama-cpp``).
+runs with ``--llama-cpp``). Both run single-row decode steps through the native step
+(serving/native_decode.py, ``OPENFT_SERVING_NATIVE_DECODE``); ``python_step_c1`` is one user again with it
+off, so the report shows what it adds in the same run.
 
 Every request generates exactly ``--max-new-tokens`` tokens (``ignore_eos``, like vLLM's throughput
 benchmark; ``min_new_tokens`` for ``generate``). Otherwise the comparison measures output lengths, not
@@ -102,15 +104,20 @@ async def run_engine(engine: Engine, requests: list[GenerationRequest], concurre
 
 
 def engine_runs(model_dir: Path, adapters: dict[str, Path], prompts: list[list[int]], args: dict,
-                decode_weights: str = "fp32") -> dict:  # fmt: skip
-    """Every engine measurement, in one process: {"base"|"adapters_4": [c1, c4, c16 results], "stats": ...}."""
+                decode_weights: str = "fp32", native_decode: bool = True,
+                concurrencies: tuple[int, ...] = (1, 4, 16), names: tuple[str, ...] = ("base", "adapters_4"),
+                ) -> dict:  # fmt: skip
+    """Engine measurements, in one process: {"base"|"adapters_4": [one result per concurrency], "stats": ...}.
+    ``native_decode``: single-row 4-bit steps as one native call (serving/native_decode.py) or in Python."""
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
 
     def loader():
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
         return apply_decode_weights(model, decode_weights), tokenizer
 
-    engine = Engine(loader, lambda key: adapters[key], max_batch_size=16, max_loaded_adapters=4)
+    engine = Engine(
+        loader, lambda key: adapters[key], max_batch_size=16, max_loaded_adapters=4, native_decode=native_decode
+    )
     engine.wait_ready()
     keys = list(adapters)
 
@@ -130,13 +137,13 @@ def engine_runs(model_dir: Path, adapters: dict[str, Path], prompts: list[list[i
         # Rounds interleave base and mix runs and keep each one's fastest, so a burst of background load
         # on a shared machine penalises neither side of the comparison more than the other.
         for _ in range(args["rounds"]):
-            for concurrency in (1, 4, 16):
-                for name, mixed in (("base", False), ("adapters_4", True)):
-                    run = await run_engine(engine, requests(mixed), concurrency)
+            for concurrency in concurrencies:
+                for name in names:
+                    run = await run_engine(engine, requests(name == "adapters_4"), concurrency)
                     key = (name, concurrency)
                     if key not in best or run["tokens_per_s"] > best[key]["tokens_per_s"]:
                         best[key] = run
-        return {name: [best[(name, c)] for c in (1, 4, 16)] for name in ("base", "adapters_4")}
+        return {name: [best[(name, c)] for c in concurrencies] for name in names}
 
     results = asyncio.run(all_runs())
     engine.close()
@@ -188,6 +195,13 @@ def main() -> None:
         baseline = in_child_process(sequential_baseline, model_dir, prompts, args.max_new_tokens, stops)
         results = in_child_process(engine_runs, model_dir, adapters, prompts, vars(args))
         results_q4 = in_child_process(engine_runs, model_dir, adapters, prompts, vars(args), "q4")
+        # The same single stream through the Python decode step: what the native one adds, in the same run.
+        python_step = {
+            weights: in_child_process(
+                engine_runs, model_dir, adapters, prompts, vars(args), weights, False, (1,), ("base",)
+            )["base"][0]
+            for weights in ("fp32", "q4")
+        }  # fmt: skip
         # Measured again at the end so background load on a shared machine cannot favour the engine.
         baseline_after = in_child_process(sequential_baseline, model_dir, prompts, args.max_new_tokens, stops)
         rival = llama_cpp_runs(args, model_dir, work, prompts)
@@ -212,8 +226,15 @@ def main() -> None:
         "q4_base_vs_4_adapter_mix_at_c16": round(
             results_q4["base"][-1]["tokens_per_s"] / results_q4["adapters_4"][-1]["tokens_per_s"], 2
         ),
+        "q4_native_decode_steps": results_q4.pop("stats")["native_decode_steps"],
+        "python_step_c1": python_step,
+        "fp32_c1_native_vs_python_step": round(
+            results["base"][0]["tokens_per_s"] / python_step["fp32"]["tokens_per_s"], 2
+        ),
+        "q4_c1_native_vs_python_step": round(
+            results_q4["base"][0]["tokens_per_s"] / python_step["q4"]["tokens_per_s"], 2
+        ),
     }
-    results_q4.pop("stats")
     report["targets_met"] = {
         "c16_at_least_10x_sequential": max(report["speedup_c16_vs_sequential"], report["q4_speedup_c16_vs_sequential"])
         >= 10,

@@ -1,5 +1,11 @@
 """Shared fixtures. Each area keeps its fixtures in tests/fixtures/<area>.py."""
 
+import os
+
+# Serving tests compare the engine's Python decode step with transformers bit for bit; the native single-row
+# step (compiled on first use) is tested on its own in tests/serving/test_native_decode.py, which turns it on.
+os.environ.setdefault("OPENFT_SERVING_NATIVE_DECODE", "off")
+
 pytest_plugins = [
     "tests.fixtures.env",
     "tests.fixtures.models",

@@ -24,7 +24,7 @@ import psutil
 from openft.api.errors import OpenAIError, model_not_found
 from openft.models.registry import ModelNotFound, get_base_model, load_model, load_tokenizer
 from openft.serving.backend import LocalBackend, ModelRoute, ServingBackend
-from openft.serving.decode_weights import apply_decode_weights, decode_weights_setting
+from openft.serving.decode_weights import apply_decode_weights, decode_weights_setting, native_decode_enabled
 from openft.store import artifacts
 from openft.store import jobs as job_store
 from openft.store.db import session_scope
@@ -115,6 +115,7 @@ class ServingLimits:
     def from_env(cls) -> ServingLimits:
         _env_int("OPENFT_SERVING_MAX_ADAPTER_BYTES", 0)  # checked here so a typo stops the server at start
         decode_weights_setting()  # likewise
+        native_decode_enabled()
         return cls(
             max_engines=max(_env_int("OPENFT_SERVING_MAX_ENGINES", 4), 1),
             max_bytes=_env_int("OPENFT_SERVING_MAX_BYTES", 0),

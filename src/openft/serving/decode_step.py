@@ -24,6 +24,8 @@ architecture, a subclass, bf16 activations, PEFT's own ``adapter_names`` batches
 
 from __future__ import annotations
 
+import logging
+
 import torch
 import torch.nn.functional as F
 from peft.tuners.lora import Linear as LoraLinear
@@ -37,8 +39,11 @@ from transformers.models.llama.modeling_llama import (
     LlamaRMSNorm,
 )
 
+from openft.serving import native_decode
 from openft.serving.lora_batch import BatchedLora
 from openft.serving.q4_linear import GROUP_SIZE, MAX_Q4_ROWS, Q4DecodeLinear
+
+log = logging.getLogger(__name__)
 
 
 class LlamaDecodeStep:
@@ -56,7 +61,7 @@ class LlamaDecodeStep:
             type(module) is kind for kind, module in parts
         )
 
-    def __init__(self, model: LlamaForCausalLM) -> None:
+    def __init__(self, model: LlamaForCausalLM, native: bool = False) -> None:
         if not self.supports(model):
             raise ValueError(f"{type(model).__name__} is not a plain fp32 LlamaForCausalLM")
         config = model.config
@@ -67,6 +72,16 @@ class LlamaDecodeStep:
         self.scaling = model.model.layers[0].self_attn.scaling if len(model.model.layers) else 1.0
         # SiLU (Llama's activation) as a function call rather than a module call; any other one stays the module.
         self.silu = all(type(layer.mlp.act_fn) in (nn.SiLU, SiLUActivation) for layer in model.model.layers)
+        # Single-row steps as one native call (serving/native_decode.py), where asked for and the weights allow.
+        self.native = None
+        self.native_has_head = False  # the native call returns logits (fp32 output layer), not the hidden state
+        self.native_steps = 0
+        if native and self.silu and native_decode.weights_kind(model) is not None:
+            try:
+                built = native_decode.build_decoder(model, self.heads, self.kv_heads, self.head_dim, self.scaling)
+                self.native, self.native_has_head = built
+            except RuntimeError as exc:
+                log.warning("single-row decode steps stay in Python: %s", exc)
 
     def __call__(self, input_ids, attention_mask, position_ids, cache, lora: BatchedLora | None = None) -> torch.Tensor:
         # Children are read from ``_modules`` / ``_parameters``, not as attributes: nn.Module.__getattr__ takes
@@ -79,9 +94,20 @@ class LlamaDecodeStep:
         cos = cos.view(batch, 1, 1, head_dim)
         half = head_dim // 2
         sin = sin.view(batch, 1, 1, head_dim)
-        sin = torch.cat([-sin[..., :half], sin[..., half:]], dim=-1)
         # No padding anywhere: no mask, as transformers passes none then either.
         mask = None if bool(attention_mask.all()) else attention_mask.bool()[:, None, None, :]
+        native = self.native
+        if native is not None and batch == 1 and mask is None and _base_weights_only(inner, lora):
+            room = native_decode.cache_room(cache.layers)
+            if room is not None:
+                keys, values, length = room
+                sin = torch.cat([-sin[..., :half], sin[..., half:]], dim=-1)
+                out = native.step(hidden.view(-1), cos.view(-1), sin.view(-1), keys, values, length)
+                for layer in cache.layers:
+                    layer.grow_views(length + 1)
+                self.native_steps += 1
+                return out.view(1, -1) if self.native_has_head else self.model.lm_head(out.view(1, 1, -1))[:, -1, :]
+        sin = torch.cat([-sin[..., :half], sin[..., half:]], dim=-1)
         query_width, key_width = heads * head_dim, kv_heads * head_dim
         groups = heads // kv_heads
         cache_layers = cache.layers
@@ -109,6 +135,15 @@ class LlamaDecodeStep:
             hidden = hidden + _linear(mlp["down_proj"], activated * gate_up[..., width:], lora)
         hidden = _rms_norm(hidden, inner.norm)
         return self.model.lm_head(hidden)[:, -1, :]
+
+
+def _base_weights_only(inner: nn.Module, lora: BatchedLora | None) -> bool:
+    """The decoder layers run their own 4-bit weights now: no adapters loaded, or the pass's rows all use the
+    base model (``BatchedLora.base_only`` has PEFT's wrappers out of the way)."""
+    if lora is not None and not lora.bypassed:
+        return False
+    first = inner._modules["layers"]._modules.get("0")
+    return first is None or type(first._modules["self_attn"]._modules["o_proj"]) in (Q4DecodeLinear, nn.Linear)
 
 
 def _rms_norm(x: torch.Tensor, norm: nn.Module) -> torch.Tensor:

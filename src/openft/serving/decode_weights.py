@@ -4,7 +4,9 @@
 4-bit Q4_1 copy for decode steps of small batches and, where the CPU has native bf16, a bf16 copy for bigger
 passes, and the output layer a bf16 copy for single-row steps (serving/q4_linear.py): exact Q4_1 weights for
 the bundled model, whose GGUF stores them so, lossy for others; about 1.65x the fp32 model's memory.
-Importing this module does not import torch, so the API process can check the setting at start.
+``OPENFT_SERVING_NATIVE_DECODE`` (``on`` by default) runs single-row decode steps, fp32 or ``q4``, as one
+compiled call (serving/native_decode.py). Importing this module does not import torch, so the API process
+can check the settings at start.
 """
 
 from __future__ import annotations
@@ -30,3 +32,11 @@ def apply_decode_weights(model: Any, mode: str | None = None) -> Any:
 
         use_q4_decode_weights(model)
     return model
+
+
+def native_decode_enabled() -> bool:
+    """``OPENFT_SERVING_NATIVE_DECODE``: ``on`` (default) or ``off``; anything else is a ValueError naming it."""
+    raw = (os.environ.get("OPENFT_SERVING_NATIVE_DECODE") or "on").strip().lower()
+    if raw not in ("on", "off"):
+        raise ValueError(f"OPENFT_SERVING_NATIVE_DECODE must be on or off, got {raw!r}")
+    return raw == "on"

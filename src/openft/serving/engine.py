@@ -27,6 +27,7 @@ from openft.serving import grammar as grammars
 from openft.serving import kv_batch, lora_batch
 from openft.serving.adapters import AdapterCache, AdapterResolver
 from openft.serving.decode_step import LlamaDecodeStep
+from openft.serving.decode_weights import native_decode_enabled
 from openft.serving.detokenize import IncrementalDetokenizer, StopStringFilter
 from openft.serving.sampling import logprobs_for, sample_row
 from openft.serving.types import (
@@ -105,7 +106,8 @@ class Engine:
     every admitted request (queued and running). Beyond either, ``generate`` raises ``EngineOverloaded``.
     ``max_prefill_tokens``: the prompt tokens (rows x padded width) one prefill pass takes; longer prompts are
     prefilled in chunks between decode steps, and requests waiting to join are admitted while they fit
-    (always at least one). None: every admitted prompt in one pass.
+    (always at least one). None: every admitted prompt in one pass. ``native_decode``: run single-row decode
+    steps as one compiled call (serving/native_decode.py); None: ``OPENFT_SERVING_NATIVE_DECODE`` decides.
     """
 
     def __init__(
@@ -118,12 +120,15 @@ class Engine:
         max_total_tokens: int = 262_144,
         max_loaded_adapters: int = 8,
         max_prefill_tokens: int | None = DEFAULT_MAX_PREFILL_TOKENS,
+        native_decode: bool | None = None,
         name: str = "engine",
     ) -> None:
         if max_prefill_tokens is not None and max_prefill_tokens < 1:
             raise ValueError(f"max_prefill_tokens must be at least 1, got {max_prefill_tokens}")
         self.max_batch_size = max_batch_size
         self.max_prefill_tokens = max_prefill_tokens
+        # Single-row decode steps as one native call (serving/native_decode.py); None: the setting decides.
+        self.native_decode = native_decode_enabled() if native_decode is None else native_decode
         self.max_queue = max_queue
         self.max_total_tokens = max_total_tokens
         self._loader = model_loader
@@ -187,6 +192,7 @@ class Engine:
                 loaded_adapters=list(self.adapters.loaded_keys) if self.adapters else [],
                 adapter_loads=self.adapters.loads if self.adapters else 0,
                 adapter_evictions=self.adapters.evictions if self.adapters else 0,
+                native_decode_steps=self._decode_step.native_steps if self._decode_step is not None else 0,
             )
         return out
 
@@ -302,7 +308,8 @@ class Engine:
             eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
             self._default_stop_ids = frozenset(i for i in [*eos_ids, tokenizer.eos_token_id] if i is not None)
             self._max_positions = getattr(model.config, "max_position_embeddings", 1 << 30)
-            self._decode_step = LlamaDecodeStep(model) if LlamaDecodeStep.supports(model) else None
+            if LlamaDecodeStep.supports(model):
+                self._decode_step = LlamaDecodeStep(model, native=self.native_decode)
         except BaseException as exc:  # surfaced to callers by wait_ready
             self._load_error = exc
             self._ready.set()

@@ -50,6 +50,25 @@ class GrowingLayer(DynamicLayer):
             self._regrow(length, needed, key_states, value_states)
         return self._append(length, needed, key_states, value_states)
 
+    def make_room(self, tokens: int) -> int:
+        """Make the buffers hold the cache with room for ``tokens`` more positions, for a writer that fills them
+        itself (serving/native_decode.py) and then calls ``grow_views``; returns the length held now."""
+        keys = self.keys
+        if keys is not None and keys is self._key_view and self.values is self._value_view:
+            length = keys.shape[-2]
+            if length + tokens <= self._key_buffer.shape[-2]:
+                return length
+        length = keys.shape[-2]
+        if not self._views_own_buffers() or self._key_buffer.shape[-2] < length + tokens:
+            self._regrow(length, length + tokens, keys, self.values)
+            self._key_view = self._value_view = None
+        return length
+
+    def grow_views(self, length: int) -> None:
+        """The cache is now the buffers' first ``length`` positions (written by the caller of ``make_room``)."""
+        self.keys = self._key_view = self._key_buffer[:, :, :length]
+        self.values = self._value_view = self._value_buffer[:, :, :length]
+
     def _append(self, length: int, needed: int, key_states: torch.Tensor, value_states: torch.Tensor):
         self._key_buffer[:, :, length:needed].copy_(key_states)
         self._value_buffer[:, :, length:needed].copy_(value_states)

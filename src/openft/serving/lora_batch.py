@@ -178,6 +178,7 @@ class BatchedLora:
         self._used_masks: dict[tuple[int, ...], torch.Tensor] = {}
         self._groupings: dict[bool, _Grouping] = {}  # by whether the step multiplies by a subset
         self._one_adapter = False  # every row of the pass uses the same adapter
+        self.bypassed = False  # inside base_only: the model's layers are the base layers
         self._only_slot = 0  # then its 0-based slot in the full stack
         # Prefill with many adapters: the rows that use one, their 0-based slots, and whether that is every row.
         self._adapter_rows: tuple[torch.Tensor, torch.Tensor, bool] | None = None
@@ -217,9 +218,11 @@ class BatchedLora:
         """
         for parent, name, layer in self._places:
             parent._modules[name] = layer.base_layer
+        self.bypassed = True
         try:
             yield
         finally:
+            self.bypassed = False
             for parent, name, layer in self._places:
                 parent._modules[name] = layer
 

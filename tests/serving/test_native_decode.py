@@ -1,0 +1,227 @@
+"""The native single-row decode step (serving/native_decode.py) answers as the Python step does, fp32 or 4-bit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from openft.serving import kv_batch, native_decode
+from openft.serving.decode_step import LlamaDecodeStep
+from openft.serving.decode_weights import apply_decode_weights, native_decode_enabled
+from openft.serving.engine import Engine
+from openft.serving.q4_linear import q4_1_quantize, use_q4_decode_weights
+from openft.serving.types import GenerationRequest
+from tests.serving.conftest import ADAPTER_KEYS
+from tests.serving.test_decode_step import SMALL, _llama, _prefill
+
+# The first build on a machine compiles the extension (35-40 s idle, longer on a loaded CI machine).
+BUILD_TIMEOUT = 900
+
+
+@pytest.fixture(scope="module")
+def built():
+    native_decode.load_extension()  # compiled once per machine, then loaded from PyTorch's extension cache
+
+
+def _decode_side_by_side(model, prompt: list[int], steps: int):
+    """Greedy decode of one row through the native step and the Python step, each with its own cache."""
+    native, python = LlamaDecodeStep(model, native=True), LlamaDecodeStep(model)
+    assert native.native is not None and python.native is None
+    ours_cache, mask, token, length = _prefill(model, [prompt])
+    theirs_cache, _, _, _ = _prefill(model, [prompt])
+    ours_token, theirs_token, pairs = token, token.clone(), []
+    for _ in range(steps):
+        mask = torch.cat([mask, torch.ones((1, 1), dtype=mask.dtype)], dim=1)
+        ours = native(ours_token, mask, length, ours_cache)
+        theirs = python(theirs_token, mask, length, theirs_cache)
+        pairs.append((ours, theirs))
+        ours_token, theirs_token, length = ours.argmax(-1, keepdim=True), theirs.argmax(-1, keepdim=True), length + 1
+    return pairs, ours_cache, theirs_cache
+
+
+@pytest.mark.timeout(BUILD_TIMEOUT)
+@pytest.mark.parametrize("weights", ["fp32", "q4"])
+def test_native_steps_give_the_python_steps_logits_to_float_rounding_past_the_caches_first_regrowth(built, weights):
+    model = _llama()
+    if weights == "q4":
+        use_q4_decode_weights(model)
+    with torch.inference_mode():
+        # 80 steps: past the cache buffers' first spare room (64 positions), so they regrow mid-answer.
+        pairs, ours_cache, theirs_cache = _decode_side_by_side(model, [5, 9, 13, 200, 31], steps=80)
+    for ours, theirs in pairs:
+        scale = theirs.abs().max()
+        assert torch.allclose(ours, theirs, rtol=0, atol=1e-4 * scale)
+        assert torch.equal(ours.argmax(-1), theirs.argmax(-1))
+    for mine, reference in zip(ours_cache.layers, theirs_cache.layers, strict=True):
+        assert mine.keys.shape == reference.keys.shape == (1, 2, 85, 16)
+        assert torch.allclose(mine.keys, reference.keys, atol=1e-5)
+        assert torch.allclose(mine.values, reference.values, atol=1e-5)
+
+
+def test_only_single_unpadded_rows_of_models_it_can_read_take_it(built):
+    torch.manual_seed(0)
+    biased = LlamaForCausalLM(LlamaConfig(**SMALL, attention_bias=True)).eval()
+    assert LlamaDecodeStep(biased, native=True).native is None  # projections with biases: the Python step
+    model = _llama()
+    use_q4_decode_weights(model)
+    step = LlamaDecodeStep(model, native=True)
+    calls = []
+    real = step.native
+    step.native = type("Spy", (), {"step": lambda self, *args: calls.append(1) or real.step(*args)})()
+    with torch.inference_mode():
+        cache, mask, token, length = _prefill(model, [[7, 8], [100, 101, 102]])  # two rows, one padded
+        mask = torch.cat([mask, torch.ones((2, 1), dtype=mask.dtype)], dim=1)
+        step(token, mask, length, cache)
+        assert calls == []
+        cache, mask, token, length = _prefill(model, [[7, 8, 9]])
+        mask = torch.cat([mask, torch.ones((1, 1), dtype=mask.dtype)], dim=1)
+        step(token, mask, length, cache)
+        assert calls == [1]
+
+
+def _peaked_q4_model(tiny_model_dir, destination):
+    """The tiny model with Q4_1 weights and a 50x embedding, so greedy choices have clear margins."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    with torch.no_grad():
+        for module in model.model.layers.modules():
+            if type(module) is torch.nn.Linear:
+                module.weight.copy_(q4_1_quantize(module.weight)[2])
+        model.get_input_embeddings().weight.mul_(50)
+    model.save_pretrained(destination)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(destination)
+    return destination
+
+
+def _engine(model_dir, adapters, weights: str, native: bool) -> Engine:
+    def load():
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        return apply_decode_weights(model, weights), AutoTokenizer.from_pretrained(model_dir)
+
+    engine = Engine(load, adapters.__getitem__, max_batch_size=16, native_decode=native)
+    engine.wait_ready(timeout=BUILD_TIMEOUT)
+    return engine
+
+
+@pytest.mark.timeout(BUILD_TIMEOUT)
+@pytest.mark.parametrize("weights", ["fp32", "q4"])
+def test_an_engine_with_it_answers_as_without_alone_joined_by_others_and_with_adapters_loaded(
+    built, tiny_model_dir, lora_adapter_dirs, tmp_path, weights
+):
+    model_dir = _peaked_q4_model(tiny_model_dir, tmp_path / "model")
+    adapters = {key: lora_adapter_dirs[key] for key in ADAPTER_KEYS[:2]}
+    choices = [None, None, *adapters]
+    requests = [
+        GenerationRequest(prompt_ids=[5 + i, 300 + 7 * i, 42], adapter=choices[i % 4], max_new_tokens=24 - 2 * i,
+                          temperature=0)
+        for i in range(8)
+    ]  # fmt: skip
+
+    def answers(engine: Engine):
+        async def run():
+            alone = [await engine.complete(r) for r in requests]
+            # Rows join and leave: steps go from one row (native) to several (Python) and back.
+            together = await asyncio.gather(*(engine.complete(r) for r in requests))
+            return [c.token_ids for c in alone], [c.token_ids for c in together]
+
+        try:
+            return asyncio.run(run()), engine.stats()
+        finally:
+            engine.close()
+
+    (python_alone, python_together), _ = answers(_engine(model_dir, adapters, weights, native=False))
+    engine = _engine(model_dir, adapters, weights, native=True)
+    assert engine._decode_step.native is not None
+    (native_alone, native_together), stats = answers(engine)
+    assert native_alone == python_alone
+    assert native_together == python_together
+    assert 0 < stats["native_decode_steps"] < stats["decode_steps"]  # alone natively, together in Python
+
+
+def test_an_engine_whose_build_fails_serves_through_the_python_step(tiny_model_dir, monkeypatch, caplog):
+    def no_compiler():
+        raise RuntimeError("the native decode step could not be built (OSError: no C++ compiler)")
+
+    monkeypatch.setattr(native_decode, "load_extension", no_compiler)
+
+    def load():
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+        return apply_decode_weights(model, "q4"), AutoTokenizer.from_pretrained(tiny_model_dir)
+
+    engine = Engine(load, max_batch_size=4, native_decode=True)
+    try:
+        with caplog.at_level(logging.WARNING):
+            engine.wait_ready(timeout=120)
+        request = GenerationRequest(prompt_ids=[5, 300, 42], max_new_tokens=6, temperature=0)
+        assert len(asyncio.run(engine.complete(request)).token_ids) == 6
+    finally:
+        engine.close()
+    assert engine._decode_step.native is None
+    assert "no C++ compiler" in caplog.text
+
+
+def test_the_setting_names_itself_when_wrong(monkeypatch):
+    from openft.api.serving_state import ServingLimits
+
+    monkeypatch.delenv("OPENFT_SERVING_NATIVE_DECODE", raising=False)
+    assert native_decode_enabled()
+    monkeypatch.setenv("OPENFT_SERVING_NATIVE_DECODE", "OFF")
+    assert not native_decode_enabled()
+    monkeypatch.setenv("OPENFT_SERVING_NATIVE_DECODE", "fast")
+    with pytest.raises(ValueError, match="OPENFT_SERVING_NATIVE_DECODE must be on or off, got 'fast'"):
+        ServingLimits.from_env()
+
+
+def test_a_cache_layer_makes_room_and_takes_the_positions_written_into_it():
+    layer = kv_batch.GrowingLayer()
+    keys, values = torch.randn(1, 2, 5, 4), torch.randn(1, 2, 5, 4)
+    layer.update(keys, values)
+    for step in range(70):  # past the spare room: the buffers regrow and keep what they held
+        length = layer.make_room(1)
+        assert length == 5 + step
+        layer._key_buffer[:, :, length] = float(step)
+        layer._value_buffer[:, :, length] = -float(step)
+        layer.grow_views(length + 1)
+    assert torch.equal(layer.keys[:, :, :5], keys) and torch.equal(layer.values[:, :, :5], values)
+    assert torch.equal(layer.keys[0, 1, 5:, 0], torch.arange(70.0))
+    assert layer.update(torch.zeros(1, 2, 1, 4), torch.zeros(1, 2, 1, 4))[0].shape == (1, 2, 76, 4)
+
+
+@pytest.mark.real_model
+@pytest.mark.timeout(BUILD_TIMEOUT)
+@pytest.mark.parametrize("weights", ["fp32", "q4"])
+def test_on_the_bundled_model_native_steps_follow_the_python_steps(built, real_model_dir, weights):
+    """Teacher-forced on the Python step's own greedy answers, the native step picks the same token wherever the
+    top two are apart. fp32: logits within float rounding (6e-5 when measured; they span ~50). q4: the 4-bit
+    kernel takes bf16 inputs, and a last-bit difference in a norm's fp32 sum can round an input to the other
+    bf16 neighbour, so logits move more (0.41 at most when measured, against the 0.47 q4 itself moves them
+    from fp32) and still chose the same token at all 125 steps whose top two were 0.01 or more apart."""
+    from openft.models.chat_template import encode_prompt
+
+    tokenizer = AutoTokenizer.from_pretrained(real_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(real_model_dir, dtype=torch.float32).eval()
+    if weights == "q4":
+        use_q4_decode_weights(model)
+    native, python = LlamaDecodeStep(model, native=True), LlamaDecodeStep(model)
+    assert native.native is not None
+    largest, compared = 0.0, 0
+    with torch.inference_mode():
+        for topic in ["the sea", "bread", "winter", "trains"]:
+            prompt = encode_prompt(tokenizer, [{"role": "user", "content": f"Write two sentences about {topic}."}])
+            ours_cache, mask, token, length = _prefill(model, [prompt])
+            theirs_cache = _prefill(model, [prompt])[0]
+            for _ in range(32):
+                mask = torch.cat([mask, torch.ones((1, 1), dtype=mask.dtype)], dim=1)
+                theirs = python(token, mask, length, theirs_cache)
+                ours = native(token, mask, length, ours_cache)
+                largest = max(largest, (ours - theirs).abs().max().item())
+                top2 = theirs.topk(2).values[0]
+                if top2[0] - top2[1] > 1e-2:
+                    compared += 1
+                    assert ours.argmax().item() == theirs.argmax().item()
+                token, length = theirs.argmax(-1, keepdim=True), length + 1
+    assert largest < (1e-3 if weights == "fp32" else 1.0) and compared > 100
+    assert native.native_steps == 4 * 32
