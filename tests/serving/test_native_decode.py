@@ -13,10 +13,11 @@ from openft.serving import kv_batch, native_decode
 from openft.serving.decode_step import LlamaDecodeStep
 from openft.serving.decode_weights import apply_decode_weights, native_decode_enabled
 from openft.serving.engine import Engine
+from openft.serving.lora_batch import BatchedLora
 from openft.serving.q4_linear import q4_1_quantize, use_q4_decode_weights
 from openft.serving.types import GenerationRequest
 from tests.serving.conftest import ADAPTER_KEYS
-from tests.serving.test_decode_step import SMALL, _llama, _prefill
+from tests.serving.test_decode_step import SMALL, _llama, _prefill, _with_adapters
 
 # The first build on a machine compiles the extension (35-40 s idle, longer on a loaded CI machine).
 BUILD_TIMEOUT = 900
@@ -60,6 +61,49 @@ def test_native_steps_give_the_python_steps_logits_to_float_rounding_past_the_ca
         assert mine.keys.shape == reference.keys.shape == (1, 2, 85, 16)
         assert torch.allclose(mine.keys, reference.keys, atol=1e-5)
         assert torch.allclose(mine.values, reference.values, atol=1e-5)
+
+
+@pytest.mark.parametrize("weights", ["fp32", "q4"])
+@pytest.mark.parametrize("loaded", [1, 2, 8], ids=["one-loaded", "two-side-by-side", "eight-grouped"])
+def test_a_row_with_an_adapter_gets_the_python_steps_logits(built, weights, loaded):
+    """BatchedLora holds one adapter as PEFT's transposed weights, several side by side, and 8 or more of one
+    rank as a grouped stack: the native step reads each layout's views. fp32 to float rounding; with q4 the
+    updates' fp32 sums in another order can round a layer's bf16 input the other way, which moved these
+    logits (themselves bf16, from the output layer's bf16 copy) by one bf16 step, 0.4% at most, when measured."""
+    tolerance = 1e-4 if weights == "fp32" else 1e-2
+    model = _llama()
+    if weights == "q4":
+        use_q4_decode_weights(model)
+    names = [f"adapter{index}" for index in range(loaded)]
+    peft_model = _with_adapters(model, names, seed=10, alpha=16)
+    batched = BatchedLora(peft_model)
+    batched.rebuild(names)
+    native, python = LlamaDecodeStep(model, native=True), LlamaDecodeStep(model)
+    with torch.inference_mode():
+        for name in {names[0], names[-1]}:
+            batched.set_rows([name])
+            ours_cache, mask, token, length = _prefill(peft_model, [[5, 9, 13, 200, 31]])
+            theirs_cache = _prefill(peft_model, [[5, 9, 13, 200, 31]])[0]
+            for _ in range(8):
+                mask = torch.cat([mask, torch.ones((1, 1), dtype=mask.dtype)], dim=1)
+                theirs = python(token, mask, length, theirs_cache, batched)
+                ours = native(token, mask, length, ours_cache, batched)
+                assert torch.allclose(ours, theirs, rtol=0, atol=tolerance * theirs.abs().max())
+                token, length = theirs.argmax(-1, keepdim=True), length + 1
+    assert native.native_steps == 8 * len({names[0], names[-1]})
+
+    def first_step(row: str):
+        batched.set_rows([row])
+        cache, mask, token, length = _prefill(peft_model, [[5, 9, 13, 200, 31]])
+        mask = torch.cat([mask, torch.ones((1, 1), dtype=mask.dtype)], dim=1)
+        return native(token, mask, length, cache, batched)
+
+    with torch.inference_mode():
+        with batched.base_only():  # a base row while adapters are loaded, as the engine runs it
+            base = first_step("__base__")
+        adapted = first_step(names[0])
+    assert native.native_steps == 8 * len({names[0], names[-1]}) + 2
+    assert not torch.allclose(base, adapted, atol=1e-3)  # the adapter really changes the logits
 
 
 def test_only_single_unpadded_rows_of_models_it_can_read_take_it(built):

@@ -76,12 +76,35 @@ class LlamaDecodeStep:
         self.native = None
         self.native_has_head = False  # the native call returns logits (fp32 output layer), not the hidden state
         self.native_steps = 0
+        self._native_lora: tuple[int, int] | None = None  # (BatchedLora, its generation) the adapters are from
+        self._native_refused: set[int] = set()  # adapter slots the native step cannot run (then Python does)
         if native and self.silu and native_decode.weights_kind(model) is not None:
             try:
                 built = native_decode.build_decoder(model, self.heads, self.kv_heads, self.head_dim, self.scaling)
                 self.native, self.native_has_head = built
             except RuntimeError as exc:
                 log.warning("single-row decode steps stay in Python: %s", exc)
+
+    def _native_adapter(self, inner: nn.Module, lora: BatchedLora | None) -> int | None:
+        """What the native step runs for this one-row pass: -1 for the base weights (no adapters loaded, or
+        ``BatchedLora.base_only`` has PEFT's wrappers out of the way), the key it knows the row's adapter by, or
+        None where the Python step must run (the wrappers are PEFT's own, or several adapters share the pass)."""
+        if lora is None or lora.bypassed:
+            first = inner._modules["layers"]._modules.get("0")
+            plain = first is None or type(first._modules["self_attn"]._modules["o_proj"]) in (Q4DecodeLinear, nn.Linear)
+            return -1 if plain else None
+        slot = lora.single_row_slot()
+        if slot is None:
+            return None
+        if self._native_lora != (id(lora), lora.generation):  # adapters loaded or dropped: stacks rebuilt
+            self.native.drop_adapters()
+            self._native_lora, self._native_refused = (id(lora), lora.generation), set()
+        if slot in self._native_refused:
+            return None
+        if not self.native.has_adapter(slot) and not native_decode.register_adapter(self.native, inner, lora, slot):
+            self._native_refused.add(slot)
+            return None
+        return slot
 
     def __call__(self, input_ids, attention_mask, position_ids, cache, lora: BatchedLora | None = None) -> torch.Tensor:
         # Children are read from ``_modules`` / ``_parameters``, not as attributes: nn.Module.__getattr__ takes
@@ -97,12 +120,13 @@ class LlamaDecodeStep:
         # No padding anywhere: no mask, as transformers passes none then either.
         mask = None if bool(attention_mask.all()) else attention_mask.bool()[:, None, None, :]
         native = self.native
-        if native is not None and batch == 1 and mask is None and _base_weights_only(inner, lora):
+        adapter = self._native_adapter(inner, lora) if native is not None and batch == 1 and mask is None else None
+        if adapter is not None:
             room = native_decode.cache_room(cache.layers)
             if room is not None:
                 keys, values, length = room
                 sin = torch.cat([-sin[..., :half], sin[..., half:]], dim=-1)
-                out = native.step(hidden.view(-1), cos.view(-1), sin.view(-1), keys, values, length)
+                out = native.step(hidden.view(-1), cos.view(-1), sin.view(-1), keys, values, length, adapter)
                 for layer in cache.layers:
                     layer.grow_views(length + 1)
                 self.native_steps += 1
@@ -135,15 +159,6 @@ class LlamaDecodeStep:
             hidden = hidden + _linear(mlp["down_proj"], activated * gate_up[..., width:], lora)
         hidden = _rms_norm(hidden, inner.norm)
         return self.model.lm_head(hidden)[:, -1, :]
-
-
-def _base_weights_only(inner: nn.Module, lora: BatchedLora | None) -> bool:
-    """The decoder layers run their own 4-bit weights now: no adapters loaded, or the pass's rows all use the
-    base model (``BatchedLora.base_only`` has PEFT's wrappers out of the way)."""
-    if lora is not None and not lora.bypassed:
-        return False
-    first = inner._modules["layers"]._modules.get("0")
-    return first is None or type(first._modules["self_attn"]._modules["o_proj"]) in (Q4DecodeLinear, nn.Linear)
 
 
 def _rms_norm(x: torch.Tensor, norm: nn.Module) -> torch.Tensor:

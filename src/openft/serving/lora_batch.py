@@ -179,6 +179,7 @@ class BatchedLora:
         self._groupings: dict[bool, _Grouping] = {}  # by whether the step multiplies by a subset
         self._one_adapter = False  # every row of the pass uses the same adapter
         self.bypassed = False  # inside base_only: the model's layers are the base layers
+        self.generation = 0  # rebuilds so far
         self._only_slot = 0  # then its 0-based slot in the full stack
         # Prefill with many adapters: the rows that use one, their 0-based slots, and whether that is every row.
         self._adapter_rows: tuple[torch.Tensor, torch.Tensor, bool] | None = None
@@ -196,6 +197,7 @@ class BatchedLora:
                 self._handles.append(module.register_forward_hook(self._hook))
         self._slots = list(adapter_names)
         self._stacks = {}
+        self.generation += 1  # views handed out before (the native decode step's) are stale now
         with torch.no_grad():
             for layer in self._layers:
                 layer.enable_adapters(False)  # PEFT computes the base output; the hook adds LoRA
@@ -271,6 +273,17 @@ class BatchedLora:
             mask = table[row_slots]
             masks[key] = mask
         return mask
+
+    def single_row_slot(self) -> int | None:
+        """The 0-based slot of the adapter every row of the next pass uses, None where rows differ or are base."""
+        return self._only_slot if self._row_slots is not None and self._one_adapter else None
+
+    def slot_update(self, layer: LoraLinear, slot: int) -> tuple[torch.Tensor, torch.Tensor, float] | None:
+        """Adapter ``slot``'s (A [in, r], B [r, out], scaling) for ``layer`` as views into the stack; None where
+        that adapter has no LoRA on the layer. ``layer`` must be ``direct``."""
+        stack = self._stacks[id(layer)]
+        part = stack.per_slot[slot]
+        return None if part is None else (part[0], part[1], stack.scales[slot])
 
     def direct(self, layer: torch.nn.Module) -> bool:
         """Whether ``layer`` is one of ours in its batched state: its output is its base layer's output plus

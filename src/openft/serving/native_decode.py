@@ -22,7 +22,9 @@ second. Where it cannot be built (no compiler), the engine logs why and serves t
 ``OPENFT_SERVING_NATIVE_DECODE=off`` keeps the Python step always.
 
 It covers the single-row case that per-operator cost and MKL's one-row product dominate: one row, no
-padding, base weights (no adapter on the row; base rows while adapters are loaded count), every decoder
+padding, the base weights or one LoRA adapter (``register_adapter`` hands the native decoder views into
+lora_batch.BatchedLora's stacks once per adapter, and each LoRA layer's ``scale * (x @ A) @ B`` is added to its
+projection's output as the Python step's ``add_delta`` does), every decoder
 layer's projections either plain fp32 ``nn.Linear`` without biases or ``q4``'s stacks (q4_linear.Q4Siblings
 for q/k/v and gate/up, 4-bit o/down), SiLU, one RMSNorm epsilon, the cache's layers GrowingLayers. Anything
 else, and every batch of more rows, runs the Python step (decode_step.py).
@@ -36,6 +38,7 @@ import threading
 from pathlib import Path
 
 import torch
+from peft.tuners.lora import Linear as LoraLinear
 from torch import nn
 
 from openft.serving.kv_batch import GrowingLayer
@@ -53,14 +56,15 @@ _error: str | None = None
 
 
 def _build_name() -> str:
-    """The cached build's name: -march=native code is only valid on this kind of CPU, and a shared cache
-    directory may serve machines of several kinds."""
+    """The cached build's name, from what makes a build differ: -march=native code is only valid on this kind
+    of CPU (and a shared cache directory may serve several), and two openft versions on one machine must not
+    rebuild over each other's copy."""
     try:
         flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
     except (OSError, StopIteration):
         flags = ""
-    digest = hashlib.sha256((flags + torch.__version__).encode()).hexdigest()[:12]
-    return f"openft_decode_step_{digest}"
+    identity = "\n".join([flags, torch.__version__, " ".join(CFLAGS), SOURCE.read_text()])
+    return f"openft_decode_step_{hashlib.sha256(identity.encode()).hexdigest()[:12]}"
 
 
 def load_extension():
@@ -150,13 +154,42 @@ def build_decoder(model: nn.Module, heads: int, kv_heads: int, head_dim: int, sc
     return decoder, head_weight is not None
 
 
+# Each native projection (q/k/v, o, gate/up, down) and the modules whose outputs it holds side by side.
+_PROJECTIONS = ((0, "self_attn", ("q_proj", "k_proj", "v_proj")), (1, "self_attn", ("o_proj",)),
+                (2, "mlp", ("gate_proj", "up_proj")), (3, "mlp", ("down_proj",)))  # fmt: skip
+
+
+def register_adapter(decoder, inner: nn.Module, lora, slot: int) -> bool:
+    """Give ``decoder`` adapter ``slot``'s LoRA updates (views into ``lora``'s stacks) under the key ``slot``;
+    False (nothing registered) where a LoRA layer is not in ``lora``'s batched state."""
+    updates = []
+    for index, layer in enumerate(inner._modules["layers"]._modules.values()):
+        for projection, parent, names in _PROJECTIONS:
+            modules, offset = layer._modules[parent]._modules, 0
+            for name in names:
+                module = modules[name]
+                if isinstance(module, LoraLinear):
+                    if not lora.direct(module):
+                        return False
+                    update = lora.slot_update(module, slot)
+                    if update is not None:
+                        updates.append((index, projection, *update, offset))
+                offset += _unwrap(module).out_features
+    if any(a.dtype != torch.float32 or b.dtype != torch.float32 for _, _, a, b, _, _ in updates):
+        return False
+    decoder.begin_adapter(slot)
+    for index, projection, a, b, scale, offset in updates:
+        decoder.add_adapter_delta(slot, index, projection, a, b, scale, offset)
+    return True
+
+
 def cache_room(cache_layers: list) -> tuple[list[torch.Tensor], list[torch.Tensor], int] | None:
     """Each layer's key and value buffer with room for one more position, and the length they hold; None
     where a layer is not a GrowingLayer or the layers disagree on the length."""
     keys, values, lengths = [], [], set()
     for layer in cache_layers:
-        if type(layer) is not GrowingLayer:
-            return None
+        if type(layer) is not GrowingLayer or layer.keys is None or layer.keys.dim() != 4:
+            return None  # not one of ours, or nothing prefilled yet
         lengths.add(layer.make_room(1))
         keys.append(layer._key_buffer)
         values.append(layer._value_buffer)

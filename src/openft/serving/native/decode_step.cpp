@@ -5,8 +5,10 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <optional>
+#include <unordered_map>
 #include <vector>
 
 namespace {
@@ -74,6 +76,58 @@ struct Layer {
   Projection qkv, o, gate_up, down;
 };
 
+// One LoRA layer's update for one row, added to its part of a projection's output: y[offset + o] +=
+// scale * ((x @ A) @ B)[o], with A [in, r] and B [r, out] views into BatchedLora's stacks (any strides: a
+// stack of several adapters holds them side by side, a single adapter as PEFT's transposed weights).
+struct Delta {
+  Tensor a, b;
+  float scale = 1.f;
+  int64_t offset = 0;
+
+  void add(const float* x, float* y, std::vector<float>& hidden, std::vector<float>& sums) const {
+    const int64_t in = a.size(0), rank = a.size(1), out = b.size(1);
+    const float* A = a.data_ptr<float>();
+    const float* B = b.data_ptr<float>();
+    const int64_t a0 = a.stride(0), a1 = a.stride(1), b0 = b.stride(0), b1 = b.stride(1);
+    hidden.assign(rank, 0.f);
+    if (a0 == 1) {  // each rank's column contiguous: one dot product per rank
+      for (int64_t j = 0; j < rank; ++j) {
+        const float* column = A + j * a1;
+        float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t i = 0; i < in; ++i) sum = std::fma(column[i], x[i], sum);
+        hidden[j] = sum;
+      }
+    } else {
+      for (int64_t i = 0; i < in; ++i) {
+        const float* row = A + i * a0;
+        for (int64_t j = 0; j < rank; ++j) hidden[j] = std::fma(x[i], row[j * a1], hidden[j]);
+      }
+    }
+    sums.assign(out, 0.f);
+    if (b1 == 1) {  // each rank's row of B contiguous
+      for (int64_t j = 0; j < rank; ++j) {
+        const float* row = B + j * b0;
+        const float t = hidden[j];
+#pragma omp simd
+        for (int64_t o = 0; o < out; ++o) sums[o] = std::fma(t, row[o], sums[o]);
+      }
+    } else {
+      for (int64_t o = 0; o < out; ++o) {
+        float sum = 0.f;
+        for (int64_t j = 0; j < rank; ++j) sum = std::fma(hidden[j], B[j * b0 + o * b1], sum);
+        sums[o] = sum;
+      }
+    }
+    float* target = y + offset;
+    for (int64_t o = 0; o < out; ++o) target[o] = target[o] + scale * sums[o];
+  }
+};
+
+// An adapter's updates for every layer: for each of its projections (qkv, o, gate_up, down), the LoRA
+// layers' deltas.
+using AdapterLayers = std::vector<std::array<std::vector<Delta>, 4>>;
+
 Projection fp32_projection(std::vector<Tensor> parts) {
   Projection p;
   for (Tensor& w : parts) {
@@ -123,12 +177,47 @@ class Decoder {
         q4_projection(w[4], w[5], D, widths[2]), q4_projection(w[6], w[7], intermediate, widths[3]));
   }
 
+  // Start (or restart) adapter `key` with no updates; add_adapter_delta then adds its LoRA layers.
+  void begin_adapter(int64_t key) { adapters_[key] = AdapterLayers(layers_.size()); }
+
+  // Register one LoRA layer of adapter `key` (begun): its update goes into projection `projection` (0 q/k/v, 1 o,
+  // 2 gate/up, 3 down) of layer `layer` at output `offset`. The tensors are views, kept alive here.
+  void add_adapter_delta(int64_t key, int64_t layer, int64_t projection, Tensor a, Tensor b, double scale,
+                         int64_t offset) {
+    TORCH_CHECK(layer >= 0 && layer < static_cast<int64_t>(layers_.size()) && projection >= 0 && projection < 4,
+                "no such layer or projection");
+    const Layer& L = layers_[layer];
+    const Projection* target[] = {&L.qkv, &L.o, &L.gate_up, &L.down};
+    TORCH_CHECK(a.scalar_type() == at::kFloat && b.scalar_type() == at::kFloat && a.dim() == 2 && b.dim() == 2 &&
+                    a.size(0) == target[projection]->in && a.size(1) == b.size(0) && offset >= 0 &&
+                    offset + b.size(1) <= target[projection]->out,
+                "the LoRA update does not fit its projection");
+    auto found = adapters_.find(key);
+    TORCH_CHECK(found != adapters_.end(), "adapter ", key, " was not begun");
+    found->second[layer][projection].push_back(Delta{a, b, static_cast<float>(scale), offset});
+  }
+
+  bool has_adapter(int64_t key) const { return adapters_.count(key) > 0; }
+  void drop_adapters() { adapters_.clear(); }
+
   // hidden: fp32 [D] (the token's embedding), updated in place through the layers; cos, sin_signed: fp32
   // [head_dim] (sin with rotate_half's sign folded in); keys/values: each layer's cache buffer, fp32
   // [1, kv_heads, capacity, head_dim], written at position `length`. Returns the logits [vocab] when the
   // decoder has the output layer, else the final-normed hidden state [D].
+  // `adapter`: a registered adapter's key for the row, or -1 for the base model.
   Tensor step(Tensor hidden, Tensor cos, Tensor sin_signed, const std::vector<Tensor>& keys,
-              const std::vector<Tensor>& values, int64_t length) {
+              const std::vector<Tensor>& values, int64_t length, int64_t adapter) {
+    const AdapterLayers* deltas = nullptr;
+    if (adapter >= 0) {
+      auto found = adapters_.find(adapter);
+      TORCH_CHECK(found != adapters_.end(), "adapter ", adapter, " is not registered");
+      deltas = &found->second;
+    }
+    std::vector<float> lora_hidden, lora_sums;
+    auto add_deltas = [&](size_t layer, int projection, const float* x, float* y) {
+      if (deltas == nullptr) return;
+      for (const Delta& d : (*deltas)[layer][projection]) d.add(x, y, lora_hidden, lora_sums);
+    };
     TORCH_CHECK(keys.size() == layers_.size() && values.size() == layers_.size(), "one cache buffer per layer");
     const int64_t D = hidden_size_, hd = head_dim_, half = hd / 2, groups = heads_ / kv_heads_;
     const int64_t q_width = heads_ * hd, kv_width = kv_heads_ * hd;
@@ -167,6 +256,7 @@ class Decoder {
 
       rms_norm_row(h, L.norm1.data_ptr<float>(), D, eps_, nrm);
       L.qkv.run(nrm, scratch, y, group_size_);
+      add_deltas(index, 0, nrm, y);
       // Rotate queries and keys: x * cos + roll(x, half) * sin'; queries to their buffer, keys to the cache.
       for (int64_t head = 0; head < heads_ + kv_heads_; ++head) {
         const float* x = y + head * hd;
@@ -181,16 +271,19 @@ class Decoder {
       Tensor v = value_buffer.narrow(2, 0, length + 1);
       Tensor attended = at::scaled_dot_product_attention(queries, k, v, {}, 0.0, false, scaling_).contiguous();
       L.o.run(attended.data_ptr<float>(), scratch, y, group_size_);
+      add_deltas(index, 1, attended.data_ptr<float>(), y);
       for (int64_t i = 0; i < D; ++i) h[i] = h[i] + y[i];
 
       rms_norm_row(h, L.norm2.data_ptr<float>(), D, eps_, nrm);
       L.gate_up.run(nrm, scratch, y, group_size_);
+      add_deltas(index, 2, nrm, y);
       const int64_t width = L.gate_up.out / 2;
       for (int64_t i = 0; i < width; ++i) {
         const float gate = y[i];
         a[i] = (gate / (1.f + std::exp(-gate))) * y[width + i];
       }
       L.down.run(a, scratch, y, group_size_);
+      add_deltas(index, 3, a, y);
       for (int64_t i = 0; i < D; ++i) h[i] = h[i] + y[i];
     }
     rms_norm_row(h, final_norm_.data_ptr<float>(), D, eps_, nrm);
@@ -215,6 +308,7 @@ class Decoder {
   }
 
   std::vector<Layer> layers_;
+  std::unordered_map<int64_t, AdapterLayers> adapters_;
   Tensor final_norm_, head_;
   float eps_;
   int64_t hidden_size_ = 0, heads_, kv_heads_, head_dim_;
@@ -230,5 +324,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def(pybind11::init<Tensor, std::optional<Tensor>, double, int64_t, int64_t, int64_t, double, int64_t>())
       .def("add_fp32_layer", &Decoder::add_fp32_layer)
       .def("add_q4_layer", &Decoder::add_q4_layer)
+      .def("begin_adapter", &Decoder::begin_adapter)
+      .def("add_adapter_delta", &Decoder::add_adapter_delta)
+      .def("has_adapter", &Decoder::has_adapter)
+      .def("drop_adapters", &Decoder::drop_adapters)
       .def("step", &Decoder::step);
 }
