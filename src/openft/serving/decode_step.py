@@ -76,7 +76,7 @@ class LlamaDecodeStep:
         self.native = None
         self.native_has_head = False  # the native call returns logits (fp32 output layer), not the hidden state
         self.native_steps = 0
-        self._native_lora: tuple[int, int] | None = None  # (BatchedLora, its generation) the adapters are from
+        self._native_lora: int | None = None  # the BatchedLora generation the registered adapters are from
         self._native_refused: set[int] = set()  # adapter slots the native step cannot run (then Python does)
         if native and self.silu and native_decode.weights_kind(model) is not None:
             try:
@@ -96,9 +96,9 @@ class LlamaDecodeStep:
         slot = lora.single_row_slot()
         if slot is None:
             return None
-        if self._native_lora != (id(lora), lora.generation):  # adapters loaded or dropped: stacks rebuilt
+        if self._native_lora != lora.generation:  # adapters loaded or dropped: the stacks were rebuilt
             self.native.drop_adapters()
-            self._native_lora, self._native_refused = (id(lora), lora.generation), set()
+            self._native_lora, self._native_refused = lora.generation, set()
         if slot in self._native_refused:
             return None
         if not self.native.has_adapter(slot) and not native_decode.register_adapter(self.native, inner, lora, slot):

@@ -22,6 +22,7 @@ Only plain LoRA on linear layers is handled (no DoRA/variants, no LoRA bias, no 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -162,6 +163,9 @@ class _Grouping:
         return cls(per_slot, positions, None if len(rows) == len(row_slots) else rows, targets)
 
 
+_generations = itertools.count()
+
+
 class BatchedLora:
     """Owns the stacked adapter weights and the per-step row masks; installed once per PeftModel."""
 
@@ -179,7 +183,7 @@ class BatchedLora:
         self._groupings: dict[bool, _Grouping] = {}  # by whether the step multiplies by a subset
         self._one_adapter = False  # every row of the pass uses the same adapter
         self.bypassed = False  # inside base_only: the model's layers are the base layers
-        self.generation = 0  # rebuilds so far
+        self.generation = next(_generations)  # which stacks these are: changes with every rebuild
         self._only_slot = 0  # then its 0-based slot in the full stack
         # Prefill with many adapters: the rows that use one, their 0-based slots, and whether that is every row.
         self._adapter_rows: tuple[torch.Tensor, torch.Tensor, bool] | None = None
@@ -197,7 +201,8 @@ class BatchedLora:
                 self._handles.append(module.register_forward_hook(self._hook))
         self._slots = list(adapter_names)
         self._stacks = {}
-        self.generation += 1  # views handed out before (the native decode step's) are stale now
+        # Views handed out before (to the native decode step) are stale now; unique across instances.
+        self.generation = next(_generations)
         with torch.no_grad():
             for layer in self._layers:
                 layer.enable_adapters(False)  # PEFT computes the base output; the hook adds LoRA
