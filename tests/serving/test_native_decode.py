@@ -14,10 +14,11 @@ from openft.serving.decode_step import LlamaDecodeStep
 from openft.serving.decode_weights import apply_decode_weights, native_decode_enabled
 from openft.serving.engine import Engine
 from openft.serving.lora_batch import BatchedLora
-from openft.serving.q4_linear import q4_1_quantize, use_q4_decode_weights
+from openft.serving.q4_linear import use_q4_decode_weights
 from openft.serving.types import GenerationRequest
 from tests.serving.conftest import ADAPTER_KEYS
 from tests.serving.test_decode_step import SMALL, _llama, _prefill, _with_adapters
+from tests.serving.test_q4_decode import _peaked_q4_1_model
 
 # The first build on a machine compiles the extension (35-40 s idle, longer on a loaded CI machine).
 BUILD_TIMEOUT = 900
@@ -127,19 +128,6 @@ def test_only_single_unpadded_rows_of_models_it_can_read_take_it(built):
         assert calls == [1]
 
 
-def _peaked_q4_model(tiny_model_dir, destination):
-    """The tiny model with Q4_1 weights and a 50x embedding, so greedy choices have clear margins."""
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-    with torch.no_grad():
-        for module in model.model.layers.modules():
-            if type(module) is torch.nn.Linear:
-                module.weight.copy_(q4_1_quantize(module.weight)[2])
-        model.get_input_embeddings().weight.mul_(50)
-    model.save_pretrained(destination)
-    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(destination)
-    return destination
-
-
 def _engine(model_dir, adapters, weights: str, native: bool) -> Engine:
     def load():
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
@@ -155,7 +143,7 @@ def _engine(model_dir, adapters, weights: str, native: bool) -> Engine:
 def test_an_engine_with_it_answers_as_without_alone_joined_by_others_and_with_adapters_loaded(
     built, tiny_model_dir, lora_adapter_dirs, tmp_path, weights
 ):
-    model_dir = _peaked_q4_model(tiny_model_dir, tmp_path / "model")
+    model_dir = _peaked_q4_1_model(tiny_model_dir, tmp_path / "model")
     adapters = {key: lora_adapter_dirs[key] for key in ADAPTER_KEYS[:2]}
     choices = [None, None, *adapters]
     requests = [

@@ -98,6 +98,14 @@ struct Delta {
         for (int64_t i = 0; i < in; ++i) sum = std::fma(column[i], x[i], sum);
         hidden[j] = sum;
       }
+    } else if (a1 == 1) {  // each input's row of ranks contiguous (a stack's slice): one vector FMA per input
+      float* h = hidden.data();
+      for (int64_t i = 0; i < in; ++i) {
+        const float* row = A + i * a0;
+        const float xi = x[i];
+#pragma omp simd
+        for (int64_t j = 0; j < rank; ++j) h[j] = std::fma(xi, row[j], h[j]);
+      }
     } else {
       for (int64_t i = 0; i < in; ++i) {
         const float* row = A + i * a0;
@@ -106,11 +114,12 @@ struct Delta {
     }
     sums.assign(out, 0.f);
     if (b1 == 1) {  // each rank's row of B contiguous
+      float* total = sums.data();
       for (int64_t j = 0; j < rank; ++j) {
         const float* row = B + j * b0;
         const float t = hidden[j];
 #pragma omp simd
-        for (int64_t o = 0; o < out; ++o) sums[o] = std::fma(t, row[o], sums[o]);
+        for (int64_t o = 0; o < out; ++o) total[o] = std::fma(t, row[o], total[o]);
       }
     } else {
       for (int64_t o = 0; o < out; ++o) {
