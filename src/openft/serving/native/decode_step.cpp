@@ -337,5 +337,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def("add_adapter_delta", &Decoder::add_adapter_delta)
       .def("has_adapter", &Decoder::has_adapter)
       .def("drop_adapters", &Decoder::drop_adapters)
-      .def("step", &Decoder::step);
+      // The step touches no Python object: let the server's event loop run meanwhile, as PyTorch's own ops do.
+      .def("step", &Decoder::step, pybind11::call_guard<pybind11::gil_scoped_release>());
 }
