@@ -29,14 +29,14 @@ def _llama(seed: int = 0) -> LlamaForCausalLM:
     return LlamaForCausalLM(LlamaConfig(**SMALL)).eval()
 
 
-def _with_adapters(model, names: list[str], seed: int, alpha: int):
-    """``model`` wrapped by PEFT with one random rank-4 all-linear adapter per name (seeded in turn), in eval mode.
+def _with_adapters(model, names: list[str], seed: int, alpha: int, rank: int = 4):
+    """``model`` wrapped by PEFT with one random all-linear adapter per name (seeded in turn), in eval mode.
     Their scalings differ (``alpha``, 2x, 3x, in turn), so each row must get its own adapter's."""
     peft_model = None
     for index, name in enumerate(names):
         torch.manual_seed(seed + index)
         scaled = alpha * (1 + index % 3)
-        config = LoraConfig(r=4, lora_alpha=scaled, target_modules="all-linear", init_lora_weights=False)
+        config = LoraConfig(r=rank, lora_alpha=scaled, target_modules="all-linear", init_lora_weights=False)
         if peft_model is None:
             peft_model = get_peft_model(model, config, adapter_name=name)
         else:
@@ -147,7 +147,7 @@ def test_batched_lora_rows_get_their_adapters_without_peft_wrappers(four_bit):
     assert wrapper_calls == []
 
 
-@pytest.mark.parametrize(
+MANY_ADAPTER_CASES = pytest.mark.parametrize(
     ("loaded", "row_slots", "path"),
     [
         (9, [0, 1, None, 2, 1, 3, 4], "grouped"),
@@ -159,14 +159,28 @@ def test_batched_lora_rows_get_their_adapters_without_peft_wrappers(four_bit):
     ],
     ids=["all-loaded-stack", "subset-stack", "prefill-gathered", "one-adapter-every-row", "masked", "masked-subset"],
 )
+
+
+@MANY_ADAPTER_CASES
 def test_many_adapters_in_one_batch_give_each_row_peft_s_own_adapter_output(loaded, row_slots, path):
     """From GROUPED_MIN_SLOTS adapters in the multiplied stack, decode steps run each adapter on its own rows
     (batched products); below, one masked product. Either way a row using an adapter twice, a base row and
     unused slots get what PEFT's own per-adapter loop (``adapter_names``) gives them, each with its own
     adapter's scaling. With one adapter on every row the step skips the mask."""
+    batched = check_many_adapters_against_peft(loaded, row_slots)
+    assert bool(batched._groupings) == (path == "grouped")  # the batched products served these steps
+    assert batched._one_adapter == (path == "one adapter")
+    distinct = len({slot for slot in row_slots if slot is not None})
+    assert (batched._adapter_rows is not None) == (distinct >= PREFILL_GATHER_MIN_ADAPTERS)
+
+
+def check_many_adapters_against_peft(loaded: int, row_slots: list[int | None], kernel=None, rank: int = 4):
+    """Decode rows on ``loaded`` adapters (each row's slot, None for the base model) through BatchedLora and
+    through PEFT's ``adapter_names``, fed the same tokens: the logits agree to float rounding. Returns the
+    BatchedLora."""
     model = _llama()
     names = [f"adapter{index}" for index in range(loaded)]
-    peft_model = _with_adapters(model, names, seed=100, alpha=8)
+    peft_model = _with_adapters(model, names, seed=100, alpha=8, rank=rank)
     rows = ["__base__" if slot is None else names[slot] for slot in row_slots]
     prompts = [PROMPTS[index % len(PROMPTS)] + [index + 1] for index in range(len(rows))]
     with torch.inference_mode():
@@ -181,7 +195,7 @@ def test_many_adapters_in_one_batch_give_each_row_peft_s_own_adapter_output(load
             expected.append(logits)
             tokens.append(token)
             token, length = logits.argmax(-1, keepdim=True), length + 1
-        batched = BatchedLora(peft_model)
+        batched = BatchedLora(peft_model, kernel=kernel)
         batched.rebuild(names)
         batched.set_rows(rows)
         step = LlamaDecodeStep(model)
@@ -192,10 +206,7 @@ def test_many_adapters_in_one_batch_give_each_row_peft_s_own_adapter_output(load
             assert torch.allclose(ours, logits, rtol=0, atol=1e-5)
             assert torch.equal(ours.argmax(-1), logits.argmax(-1))
             length = length + 1
-    assert bool(batched._groupings) == (path == "grouped")  # the batched products served these steps
-    assert batched._one_adapter == (path == "one adapter")
-    distinct = len({slot for slot in row_slots if slot is not None})
-    assert (batched._adapter_rows is not None) == (distinct >= PREFILL_GATHER_MIN_ADAPTERS)
+    return batched
 
 
 def test_only_plain_fp32_llama_models_take_the_step():

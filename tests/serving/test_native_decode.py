@@ -17,7 +17,14 @@ from openft.serving.lora_batch import BatchedLora
 from openft.serving.q4_linear import use_q4_decode_weights
 from openft.serving.types import GenerationRequest
 from tests.serving.conftest import ADAPTER_KEYS
-from tests.serving.test_decode_step import SMALL, _llama, _prefill, _with_adapters
+from tests.serving.test_decode_step import (
+    MANY_ADAPTER_CASES,
+    SMALL,
+    _llama,
+    _prefill,
+    _with_adapters,
+    check_many_adapters_against_peft,
+)
 from tests.serving.test_q4_decode import _peaked_q4_1_model
 
 # The first build on a machine compiles the extension (35-40 s idle, longer on a loaded CI machine).
@@ -126,6 +133,81 @@ def test_only_single_unpadded_rows_of_models_it_can_read_take_it(built):
         mask = torch.cat([mask, torch.ones((1, 1), dtype=mask.dtype)], dim=1)
         step(token, mask, length, cache)
         assert calls == [1]
+
+
+class _CountingKernel:
+    """The extension, counting its ``lora_rows`` calls."""
+
+    def __init__(self) -> None:
+        self.module, self.calls = native_decode.load_extension(), 0
+
+    def lora_rows(self, *args) -> None:
+        self.calls += 1
+        self.module.lora_rows(*args)
+
+
+@MANY_ADAPTER_CASES
+@pytest.mark.parametrize("rank", [4, 6, 16])
+def test_the_native_kernel_gives_rows_on_many_adapters_peft_s_own_outputs(built, loaded, row_slots, path, rank):
+    """Decode rows on adapters through ``lora_rows`` in every stack layout (one adapter's own weights, several
+    side by side, a subset of them, grouped), ranks in its blocks of 4 and not (6): PEFT's numbers."""
+    kernel = _CountingKernel()
+    check_many_adapters_against_peft(loaded, row_slots, kernel=kernel, rank=rank)
+    assert kernel.calls > 0
+
+
+def _reference_update(x, a, b, ranks, scales, row_slots):
+    """Each row's own adapter's ``scale * (x @ A) @ B`` in PyTorch, a row at a time."""
+    out = torch.zeros(x.shape[0], b.shape[-1])
+    starts = [0, *torch.cumsum(ranks, 0).tolist()]
+    for row, slot in enumerate(row_slots.tolist()):
+        if slot == 0 or ranks[slot - 1] == 0:
+            continue
+        s = slot - 1
+        if a.dim() == 3:
+            a_s, b_s = a[s], b[s]
+        else:
+            a_s, b_s = a[:, starts[s] : starts[s + 1]], b[starts[s] : starts[s + 1]]
+        out[row] = scales[s] * (x[row] @ a_s) @ b_s
+    return out
+
+
+@pytest.mark.parametrize("grouped", [False, True], ids=["side-by-side", "grouped"])
+@pytest.mark.parametrize("inputs", [24, 37])
+@pytest.mark.parametrize("outputs", [64, 150])
+def test_the_native_kernel_adds_each_rows_update_into_a_part_of_a_wider_output(built, grouped, inputs, outputs):
+    """Widths off the kernel's blocks, base rows, a slot without weights on this layer (masked only), a row
+    on a slot the batch reuses, and an output that is a column slice of a stacked projection's output."""
+    torch.manual_seed(0)
+    ranks = torch.tensor([8, 8, 8] if grouped else [8, 0, 5], dtype=torch.long)
+    scales = torch.tensor([2.0, 0.5, 1.5])
+    if grouped:
+        a = torch.randn(3, 8, inputs).transpose(1, 2)  # stored [slots, r, in], used as [slots, in, r]
+        b = torch.randn(3, 8, outputs)
+    else:
+        a = torch.randn(13, inputs).t()
+        b = torch.randn(13, outputs)
+    row_slots = torch.tensor([1, 0, 3, 2, 1, 3, 1], dtype=torch.long)
+    x = torch.randn(7, inputs)
+    wide = torch.randn(7, outputs + 40)
+    before = wide.clone()
+    part = wide[:, 20 : 20 + outputs]
+    native_decode.load_extension().lora_rows(x, part, a, b, ranks, scales, row_slots)
+    expected = before[:, 20 : 20 + outputs] + _reference_update(x, a, b, ranks, scales, row_slots)
+    assert torch.allclose(part, expected, rtol=1e-5, atol=1e-4)
+    assert torch.equal(wide[:, :20], before[:, :20]) and torch.equal(wide[:, 20 + outputs :], before[:, 20 + outputs :])
+    assert torch.equal(wide[1], before[1])  # the base row
+
+
+def test_the_native_kernel_refuses_rows_it_cannot_place(built):
+    kernel = native_decode.load_extension()
+    a, b, x, out = torch.randn(4, 16).t(), torch.randn(4, 8), torch.randn(2, 16), torch.zeros(2, 8)
+    ranks, scales = torch.tensor([4], dtype=torch.long), torch.tensor([1.0])
+    with pytest.raises(RuntimeError, match="names no slot"):
+        kernel.lora_rows(x, out, a, b, ranks, scales, torch.tensor([1, 2], dtype=torch.long))
+    with pytest.raises(RuntimeError, match="add up"):
+        kernel.lora_rows(x, out, a, b, torch.tensor([3], dtype=torch.long), scales, torch.tensor([1, 1]))
+    assert torch.equal(out, torch.zeros(2, 8))
 
 
 def _engine(model_dir, adapters, weights: str, native: bool) -> Engine:

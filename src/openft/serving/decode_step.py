@@ -78,10 +78,13 @@ class LlamaDecodeStep:
         self.native_steps = 0
         self._native_lora: int | None = None  # the BatchedLora generation the registered adapters are from
         self._native_refused: set[int] = set()  # adapter slots the native step cannot run (then Python does)
+        # The native extension, whose ``lora_rows`` BatchedLora then uses for batches of rows on adapters.
+        self.lora_kernel = None
         if native and self.silu and native_decode.weights_kind(model) is not None:
             try:
                 built = native_decode.build_decoder(model, self.heads, self.kv_heads, self.head_dim, self.scaling)
                 self.native, self.native_has_head = built
+                self.lora_kernel = native_decode.load_extension()
             except RuntimeError as exc:
                 log.warning("single-row decode steps stay in Python: %s", exc)
 

@@ -438,7 +438,8 @@ class Engine:
         model = self.adapters.model
         if lora_batch.supports(model):
             if self._batched_lora is None:
-                self._batched_lora = lora_batch.BatchedLora(model)
+                kernel = self._decode_step.lora_kernel if self._decode_step is not None else None
+                self._batched_lora = lora_batch.BatchedLora(model, kernel=kernel)
             self._batched_lora.rebuild(self.adapters.loaded_names)
         elif self._batched_lora is not None:
             log.info("an adapter needs PEFT's own mixed-batch forward; switching to adapter_names")

@@ -71,6 +71,9 @@ class _Stacked:
     scales: tuple[float, ...]  # each slot's LoRA scaling (alpha / r), applied to ``x @ A``; B is unscaled
     # Grouped form with scalings other than 1: [slots, 1, 1] to multiply ``x @ A`` by, else None.
     scale_column: torch.Tensor | None = None
+    # ``layout`` and ``scales`` as tensors, for the native kernel (``BatchedLora.kernel``).
+    ranks: torch.Tensor | None = None
+    scale_values: torch.Tensor | None = None
 
     def views(self) -> list[tuple[torch.Tensor, torch.Tensor] | None]:
         """Each slot's own (A, B) as views into the stack (no second copy), None where it has none."""
@@ -89,18 +92,21 @@ def _stack(parts: list[tuple[torch.Tensor, torch.Tensor] | None], scales: tuple[
     present = [part for part in parts if part is not None]
     if not present:
         return _Stacked(None, None, layout, False, scales)
+    tensors = {"ranks": torch.tensor(layout, dtype=torch.long), "scale_values": torch.tensor(scales)}
+    # A is stored as [R, in] (PEFT's own layout) and used through its transpose: each rank's column is then
+    # contiguous, as the native kernel's dot products read it; MKL takes either layout.
     if len(parts) >= GROUPED_MIN_SLOTS and len(present) == len(parts) and len(set(layout)) == 1:
-        a = torch.stack([part[0] for part in parts])
+        a = torch.stack([part[0].t() for part in parts]).transpose(1, 2)
         b = torch.stack([part[1] for part in parts])
         column = None
         if any(scale != 1.0 for scale in scales):
             column = torch.tensor(scales, dtype=a.dtype).view(-1, 1, 1)
-        return _Stacked(a, b, layout, True, scales, column)
+        return _Stacked(a, b, layout, True, scales, column, **tensors)
     if len(present) == 1:  # one adapter (the only one loaded, or a batch's subset of one): its weights, no copy
-        return _Stacked(present[0][0], present[0][1], layout, False, scales)
-    a = torch.cat([part[0] for part in present], dim=1).contiguous()
+        return _Stacked(present[0][0], present[0][1], layout, False, scales, **tensors)
+    a = torch.cat([part[0].t() for part in present], dim=0).t()
     b = torch.cat([part[1] for part in present], dim=0).contiguous()
-    return _Stacked(a, b, layout, False, scales)
+    return _Stacked(a, b, layout, False, scales, **tensors)
 
 
 class _LayerStack:
@@ -169,8 +175,10 @@ _generations = itertools.count()
 class BatchedLora:
     """Owns the stacked adapter weights and the per-step row masks; installed once per PeftModel."""
 
-    def __init__(self, model: PeftModel) -> None:
+    def __init__(self, model: PeftModel, kernel=None) -> None:
         self._model = model
+        # The native extension (serving/native_decode.py), whose ``lora_rows`` then adds decode steps' updates.
+        self.kernel = kernel
         self._layers = [m for m in model.modules() if isinstance(m, LoraLinear)]
         self._stacks: dict[int, _LayerStack] = {}
         self._slots: list[str] = []
@@ -312,6 +320,14 @@ class BatchedLora:
         if stacked.a is None:
             return output
         row_slots = self._used_row_slots if subset else self._row_slots
+        if self.kernel is not None and x.dtype == output.dtype == torch.float32:
+            # Each adapter's rows times its own A and B only, natively: the masked product below multiplies
+            # every row by every adapter, and MKL's fixed cost per call is most of its time at these sizes.
+            kernel_x = x if x.stride(-1) == 1 else x.contiguous()
+            if output.stride(-1) == 1:
+                ranks, scales = stacked.ranks, stacked.scale_values
+                self.kernel.lora_rows(kernel_x, output, stacked.a, stacked.b, ranks, scales, row_slots)
+                return output
         if stacked.grouped:
             grouping = self._groupings.get(subset)
             if grouping is None:

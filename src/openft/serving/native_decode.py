@@ -48,7 +48,10 @@ log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).parent / "native" / "decode_step.cpp"
 # -ffp-contract=off: a * b + c stays two roundings, as PyTorch's element-wise kernels compute it.
-CFLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fopenmp-simd"]
+# -fopenmp: at::parallel_for splits work over PyTorch's OpenMP threads only in code compiled with OpenMP
+# (without it, it runs on one thread); the extension then uses the libgomp PyTorch has loaded.
+CFLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fopenmp"]
+LDFLAGS = ["-fopenmp"]
 
 _lock = threading.Lock()
 _module = None
@@ -63,7 +66,7 @@ def _build_name() -> str:
         flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
     except (OSError, StopIteration):
         flags = ""
-    identity = "\n".join([flags, torch.__version__, " ".join(CFLAGS), SOURCE.read_text()])
+    identity = "\n".join([flags, torch.__version__, " ".join(CFLAGS + LDFLAGS), SOURCE.read_text()])
     return f"openft_decode_step_{hashlib.sha256(identity.encode()).hexdigest()[:12]}"
 
 
@@ -77,7 +80,9 @@ def load_extension():
 
                 log.info("building or loading the native decode step (the first build takes about a minute)")
 
-                _module = load(name=_build_name(), sources=[str(SOURCE)], extra_cflags=CFLAGS, verbose=False)
+                _module = load(
+                    name=_build_name(), sources=[str(SOURCE)], extra_cflags=CFLAGS, extra_ldflags=LDFLAGS, verbose=False
+                )
             except Exception as exc:  # no compiler, no ninja, a failed build: the Python step serves instead
                 _error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
         if _module is None:
