@@ -188,15 +188,23 @@ def test_the_native_kernel_adds_each_rows_update_into_a_part_of_a_wider_output(b
         a = torch.randn(13, inputs).t()
         b = torch.randn(13, outputs)
     row_slots = torch.tensor([1, 0, 3, 2, 1, 3, 1], dtype=torch.long)
-    x = torch.randn(7, inputs)
-    wide = torch.randn(7, outputs + 40)
+    x = torch.randn(7, 1, inputs)  # a decode step's rows
+    wide = torch.randn(7, 1, outputs + 40)
     before = wide.clone()
-    part = wide[:, 20 : 20 + outputs]
-    native_decode.load_extension().lora_rows(x, part, a, b, ranks, scales, row_slots)
-    expected = before[:, 20 : 20 + outputs] + _reference_update(x, a, b, ranks, scales, row_slots)
-    assert torch.allclose(part, expected, rtol=1e-5, atol=1e-4)
-    assert torch.equal(wide[:, :20], before[:, :20]) and torch.equal(wide[:, 20 + outputs :], before[:, 20 + outputs :])
+    part = wide[..., 20 : 20 + outputs]
+    # A second layer on the same input in the same call (as k beside q), its own stack and output.
+    other_ranks = torch.tensor([0, 3, 2], dtype=torch.long)
+    other_a, other_b, other = torch.randn(5, inputs).t(), torch.randn(5, 30), torch.zeros(7, 1, 30)
+    native_decode.load_extension().lora_rows(
+        x, [part, other], [a, other_a], [b, other_b], [ranks, other_ranks], [scales, scales], row_slots
+    )
+    expected = before[:, 0, 20 : 20 + outputs] + _reference_update(x[:, 0], a, b, ranks, scales, row_slots)
+    assert torch.allclose(part[:, 0], expected, rtol=1e-5, atol=1e-4)
+    assert torch.equal(wide[..., :20], before[..., :20])
+    assert torch.equal(wide[..., 20 + outputs :], before[..., 20 + outputs :])
     assert torch.equal(wide[1], before[1])  # the base row
+    other_expected = _reference_update(x[:, 0], other_a, other_b, other_ranks, scales, row_slots)
+    assert torch.allclose(other[:, 0], other_expected, rtol=1e-5, atol=1e-4)
 
 
 def test_the_native_kernel_refuses_rows_it_cannot_place(built):
@@ -204,9 +212,11 @@ def test_the_native_kernel_refuses_rows_it_cannot_place(built):
     a, b, x, out = torch.randn(4, 16).t(), torch.randn(4, 8), torch.randn(2, 16), torch.zeros(2, 8)
     ranks, scales = torch.tensor([4], dtype=torch.long), torch.tensor([1.0])
     with pytest.raises(RuntimeError, match="names no slot"):
-        kernel.lora_rows(x, out, a, b, ranks, scales, torch.tensor([1, 2], dtype=torch.long))
+        kernel.lora_rows(x, [out], [a], [b], [ranks], [scales], torch.tensor([1, 2], dtype=torch.long))
     with pytest.raises(RuntimeError, match="add up"):
-        kernel.lora_rows(x, out, a, b, torch.tensor([3], dtype=torch.long), scales, torch.tensor([1, 1]))
+        kernel.lora_rows(x, [out], [a], [b], [torch.tensor([3], dtype=torch.long)], [scales], torch.tensor([1, 1]))
+    with pytest.raises(RuntimeError, match="one A, B"):
+        kernel.lora_rows(x, [out, out], [a], [b], [ranks], [scales], torch.tensor([1, 1]))
     assert torch.equal(out, torch.zeros(2, 8))
 
 

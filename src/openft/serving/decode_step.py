@@ -200,14 +200,17 @@ def _stacked(x: torch.Tensor, lora: BatchedLora | None, *modules: nn.Module) -> 
         stack = first.siblings
         if stack is not None and stack.bias_free and stack.serves(rows) and bases == stack.members:
             out = stack.product(x, rows).view(rows, 1, -1)
-            start = 0
-            for (_, adapted), width in zip(pairs, stack.widths, strict=True):
-                if adapted is not None:
-                    lora.add_delta(adapted, x, out[..., start : start + width])
+            adapted, parts, start = [], [], 0
+            for (_, layer), width in zip(pairs, stack.widths, strict=True):
+                if layer is not None:
+                    adapted.append(layer)
+                    parts.append(out[..., start : start + width])
                 start += width
+            if adapted:
+                lora.add_deltas(adapted, x, parts)
             return out
-    outs = []
-    for base, adapted in pairs:
-        out = base(x)
-        outs.append(out if adapted is None else lora.add_delta(adapted, x, out))
+    outs = [base(x) for base in bases]
+    adapted = [(layer, out) for (_, layer), out in zip(pairs, outs, strict=True) if layer is not None]
+    if adapted:
+        lora.add_deltas([layer for layer, _ in adapted], x, [out for _, out in adapted])
     return torch.cat(outs, dim=-1)

@@ -15,6 +15,8 @@ every adapter) costs more than the ops it saves, and decode steps instead pad ea
 batch and run ``torch.bmm`` over [adapters, rows per adapter, width]: each row meets only its own adapter.
 PEFT's own layers are switched to base-only and a forward hook adds the delta. Prefill passes (many
 tokens per row) instead run each adapter on its own rows only: there the FLOPs, not the op count, dominate.
+Where the engine runs the native decode step, decode steps hand every layout to its ``lora_rows`` kernel
+instead (serving/native_decode.py): each adapter's rows times its own A and B, read once, in one call a layer.
 
 Only plain LoRA on linear layers is handled (no DoRA/variants, no LoRA bias, no fan_in_fan_out);
 ``supports`` says when the engine must fall back to PEFT's ``adapter_names``.
@@ -320,14 +322,12 @@ class BatchedLora:
         if stacked.a is None:
             return output
         row_slots = self._used_row_slots if subset else self._row_slots
-        if self.kernel is not None and x.dtype == output.dtype == torch.float32:
+        if self._kernel_takes(x, output):
             # Each adapter's rows times its own A and B only, natively: the masked product below multiplies
             # every row by every adapter, and MKL's fixed cost per call is most of its time at these sizes.
-            kernel_x = x if x.stride(-1) == 1 else x.contiguous()
-            if output.stride(-1) == 1:
-                ranks, scales = stacked.ranks, stacked.scale_values
-                self.kernel.lora_rows(kernel_x, output, stacked.a, stacked.b, ranks, scales, row_slots)
-                return output
+            self.kernel.lora_rows(x, [output], [stacked.a], [stacked.b], [stacked.ranks], [stacked.scale_values],
+                                  row_slots)  # fmt: skip
+            return output
         if stacked.grouped:
             grouping = self._groupings.get(subset)
             if grouping is None:
@@ -343,6 +343,36 @@ class BatchedLora:
         # In place, fused with the matmul: no extra output-sized tensor per layer and decode step.
         output.view(-1, output.shape[-1]).addmm_(hidden.view(-1, hidden.shape[-1]), stacked.b, alpha=alpha)
         return output
+
+    def _kernel_takes(self, x: torch.Tensor, output: torch.Tensor) -> bool:
+        """Whether the native kernel adds this decode pass's updates (one token a row, fp32, unit strides)."""
+        return (
+            self.kernel is not None and x.dtype == output.dtype == torch.float32 and x.stride(-1) == 1
+            and output.stride(-1) == 1 and (x.dim() == 2 or x.shape[1] == 1)
+        )  # fmt: skip
+
+    def add_deltas(self, layers: list[LoraLinear], x: torch.Tensor, outputs: list[torch.Tensor]) -> None:
+        """``add_delta`` for several layers that read the same ``x`` (q/k/v, gate/up): one native call for all
+        where the kernel serves the pass (one parallel region instead of one a layer)."""
+        if self._row_slots is None:
+            return
+        if not self._kernel_takes(x, outputs[0]) or any(not self._kernel_takes(x, out) for out in outputs):
+            for layer, output in zip(layers, outputs, strict=True):
+                self.add_delta(layer, x, output)
+            return
+        subset = self._used is not None
+        targets, stacks = [], []
+        for layer, output in zip(layers, outputs, strict=True):
+            stack = self._stacks.get(id(layer))
+            stacked = None if stack is None else (stack.subset(self._used) if subset else stack.full)
+            if stacked is not None and stacked.a is not None:
+                targets.append(output)
+                stacks.append(stacked)
+        if targets:
+            self.kernel.lora_rows(
+                x, targets, [s.a for s in stacks], [s.b for s in stacks], [s.ranks for s in stacks],
+                [s.scale_values for s in stacks], self._used_row_slots if subset else self._row_slots,
+            )  # fmt: skip
 
     def _grouped_delta(
         self, stacked: _Stacked, grouping: _Grouping, x: torch.Tensor, output: torch.Tensor

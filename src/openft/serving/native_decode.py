@@ -13,7 +13,14 @@ the same ATen kernels the Python step calls (``_weight_int4pack_mm_for_cpu``, wh
 order; SiLU's exponential from the C library): fp32 logits to ~1e-4, and with ``q4`` a last-bit difference
 can round a bf16 input the other way, which moves logits by up to ~0.4 (q4 itself moves them by up to ~0.5
 from fp32); tests/serving/test_native_decode.py holds them to it. The bundled model, one user, 2 cores:
-fp32 39.5 -> 21.5 ms a step, ``q4`` 8.0 -> 5.1 ms, the same greedy tokens (docs/performance.md).
+fp32 39.5 -> 16.6 ms a step, ``q4`` 8.0 -> 5.1 ms, the same greedy tokens (docs/performance.md).
+
+The same extension has ``lora_rows`` for decode steps of several rows on LoRA adapters (lora_batch.BatchedLora
+calls it when the engine hands it this module): each adapter's rows times that adapter's own A and B, which
+are read once a step, where PyTorch's masked product multiplies every row by every adapter in two MKL calls
+whose fixed cost is most of their time at these sizes. 16 rows on 4 rank-16 adapters, ``q4``: the step's
+adapter work 10-14 -> ~4 ms (1.57-1.67x -> 1.20-1.28x the base step). It is built with OpenMP so that
+``at::parallel_for`` really splits work over PyTorch's threads (compiled without it, it runs on one).
 
 PyTorch's C++ extension loader compiles it (a C++ compiler and ninja are needed; 35-40 s on an idle 2-core
 machine) into its cache (``TORCH_EXTENSIONS_DIR``, by default ~/.cache/torch_extensions) the first time a

@@ -414,95 +414,147 @@ void lora_up(const float* hidden, int64_t r, const float* B, int64_t ldb, int64_
   }
 }
 
+// [rows, width] or a decode step's [rows, 1, width] fp32 tensor with unit column stride: its width and row stride.
+std::pair<int64_t, int64_t> rows_of(const Tensor& t, int64_t rows, const char* what) {
+  const bool flat = t.dim() == 2 || (t.dim() == 3 && t.size(1) == 1);
+  TORCH_CHECK(flat && t.scalar_type() == at::kFloat && t.size(0) == rows && t.stride(t.dim() - 1) == 1, what,
+              " must be fp32 [rows, width] or [rows, 1, width] with unit column stride");
+  return {t.size(t.dim() - 1), t.stride(0)};
+}
+
+// One LoRA layer's stack seen by one slot: where its A and B start, their strides, rank and scaling.
+struct SlotWeights {
+  const float* a;
+  const float* b;
+  int64_t lda, cda, ldb, rank;
+  float scale;
+};
+
 // Decode rows on several adapters at once (BatchedLora's stacks; see lora_batch.py): each row's own adapter's
 // update `scale * (x @ A) @ B` added to its output row, reading each adapter's A and B once for all its rows.
 // PyTorch's way, one product of every row with every adapter's ranks and a mask, does slots-times the
-// arithmetic in two MKL calls whose fixed cost is most of their time at these sizes.
-// x: fp32 [rows, in] (unit column stride); out: fp32 [rows, out] (unit column stride, any row stride: a part of
-// a stacked projection's output); either may be [rows, 1, width]. Masked stack: a [in, R], b [R, out] with the slots' ranks side by side
-// (ranks[s] columns each, 0 where a slot has none). Grouped stack: a [slots, in, r], b [slots, r, out].
-// scales: fp32 [slots]. row_slots: int64 [rows], each row's 1-based slot, 0 for the base model (no update).
-void lora_rows(Tensor x, Tensor out, const Tensor& a, const Tensor& b, const Tensor& ranks, const Tensor& scales,
+// arithmetic in two MKL calls whose fixed cost is most of their time at these sizes. Several LoRA layers that
+// read the same input (q/k/v, gate/up) go in one call: one parallel region instead of one each.
+// x: [rows, in]. For each layer i: outs[i] [rows, out_i] (any row stride: a part of a stacked projection's
+// output); a masked stack as[i] [in, R], bs[i] [R, out_i] with the slots' ranks side by side (ranks[i][s]
+// columns each, 0 where a slot has none), or a grouped stack [slots, in, r] and [slots, r, out_i]; scales[i]
+// fp32 [slots]. row_slots: int64 [rows], each row's 1-based slot, 0 for the base model (no update).
+void lora_rows(const Tensor& x, const std::vector<Tensor>& outs, const std::vector<Tensor>& as,
+               const std::vector<Tensor>& bs, const std::vector<Tensor>& ranks, const std::vector<Tensor>& scales,
                const Tensor& row_slots) {
-  // A decode step's [rows, 1, width] as [rows, width] (here rather than as two views made in Python).
-  if (x.dim() == 3 && x.size(1) == 1) x = x.squeeze(1);
-  if (out.dim() == 3 && out.size(1) == 1) out = out.squeeze(1);
-  TORCH_CHECK(x.scalar_type() == at::kFloat && out.scalar_type() == at::kFloat && a.scalar_type() == at::kFloat &&
-                  b.scalar_type() == at::kFloat && scales.scalar_type() == at::kFloat,
-              "the LoRA rows must be fp32");
-  TORCH_CHECK(ranks.scalar_type() == at::kLong && row_slots.scalar_type() == at::kLong && ranks.is_contiguous() &&
-                  row_slots.is_contiguous() && scales.is_contiguous() && scales.numel() == ranks.numel(),
-              "ranks, scales and row slots must be contiguous int64, fp32 and int64");
-  TORCH_CHECK(x.dim() == 2 && out.dim() == 2 && x.size(0) == out.size(0) && x.size(0) == row_slots.numel() &&
-                  x.stride(1) == 1 && out.stride(1) == 1,
-              "x and out must be [rows, width] with unit column strides");
-  const bool grouped = a.dim() == 3;
-  const int64_t slots = ranks.numel(), rows = x.size(0), in = x.size(1), width = out.size(1);
-  const int64_t* rank = ranks.data_ptr<int64_t>();
+  const size_t layers = outs.size();
+  TORCH_CHECK(as.size() == layers && bs.size() == layers && ranks.size() == layers && scales.size() == layers,
+              "one A, B, ranks and scales per output");
+  TORCH_CHECK(row_slots.scalar_type() == at::kLong && row_slots.is_contiguous() && row_slots.dim() == 1,
+              "row slots must be contiguous int64");
+  const int64_t rows = row_slots.numel(), slots = layers ? ranks[0].numel() : 0;
+  const std::pair<int64_t, int64_t> x_shape = rows_of(x, rows, "x");
+  const int64_t in = x_shape.first, ldx = x_shape.second;
   const int64_t* slot_of = row_slots.data_ptr<int64_t>();
-  // Each slot's A and B: where they start and how far apart their rows are.
-  std::vector<const float*> a_start(slots), b_start(slots);
-  std::vector<int64_t> a_row(slots), a_col(slots), b_row(slots);
-  if (grouped) {
-    TORCH_CHECK(b.dim() == 3 && a.size(0) == slots && b.size(0) == slots && a.size(1) == in && b.size(2) == width &&
-                    a.size(2) == b.size(1) && b.stride(2) == 1,
-                "a grouped stack must be [slots, in, r] and [slots, r, out]");
-    for (int64_t s = 0; s < slots; ++s) {
-      TORCH_CHECK(rank[s] == a.size(2), "every slot of a grouped stack has its rank");
-      a_start[s] = a.data_ptr<float>() + s * a.stride(0);
-      b_start[s] = b.data_ptr<float>() + s * b.stride(0);
-      a_row[s] = a.stride(1), a_col[s] = a.stride(2), b_row[s] = b.stride(1);
-    }
-  } else {
-    TORCH_CHECK(a.dim() == 2 && b.dim() == 2 && a.size(0) == in && b.size(1) == width && a.size(1) == b.size(0) &&
-                    b.stride(1) == 1,
-                "a masked stack must be [in, R] and [R, out]");
-    int64_t start = 0;
-    for (int64_t s = 0; s < slots; ++s) {
-      TORCH_CHECK(rank[s] >= 0, "ranks cannot be negative");
-      a_start[s] = a.data_ptr<float>() + start * a.stride(1);
-      b_start[s] = b.data_ptr<float>() + start * b.stride(0);
-      a_row[s] = a.stride(0), a_col[s] = a.stride(1), b_row[s] = b.stride(0);
-      start += rank[s];
-    }
-    TORCH_CHECK(start == a.size(1), "the slots' ranks must add up to the stack's width");
-  }
-  // The rows of each slot, in order.
-  std::vector<std::vector<int64_t>> members(slots);
+  // Rows grouped by slot (a counting sort): slot s's rows are order[first[s] .. first[s + 1]).
+  thread_local std::vector<int64_t> first, order;
+  first.assign(slots + 2, 0);
   for (int64_t r = 0; r < rows; ++r) {
     TORCH_CHECK(slot_of[r] >= 0 && slot_of[r] <= slots, "row ", r, " names no slot of the stack");
-    if (slot_of[r] > 0 && rank[slot_of[r] - 1] > 0) members[slot_of[r] - 1].push_back(r);
+    ++first[slot_of[r] + 1];
   }
-  std::vector<int64_t> active;
-  for (int64_t s = 0; s < slots; ++s)
-    if (!members[s].empty()) active.push_back(s);
-  if (active.empty()) return;
-  // Work items: each active slot's output columns in `chunks` parts, so both threads work when few slots are
-  // in use (each part recomputes its rows' x @ A: small next to reading B).
-  const int64_t threads = at::get_num_threads(), count = static_cast<int64_t>(active.size());
-  const int64_t chunks = std::max<int64_t>(1, (threads + count - 1) / count);
-  const int64_t chunk_width = ((width + chunks * kColumns - 1) / (chunks * kColumns)) * kColumns;
+  for (int64_t s = 1; s <= slots + 1; ++s) first[s] += first[s - 1];
+  order.resize(rows);
+  {
+    thread_local std::vector<int64_t> next;
+    next.assign(first.begin(), first.end());
+    for (int64_t r = 0; r < rows; ++r) order[next[slot_of[r]]++] = r;
+  }
+  // first[0] .. first[1] are the base rows; slot s (0-based) has order[first[s + 1] .. first[s + 2]).
+  thread_local std::vector<SlotWeights> weights;  // [layer * slots + slot]
+  weights.assign(layers * slots, SlotWeights{});
+  struct Target {
+    float* y;
+    int64_t width, ldy;
+  };
+  thread_local std::vector<Target> targets;
+  targets.clear();
+  for (size_t i = 0; i < layers; ++i) {
+    const Tensor &a = as[i], &b = bs[i], &rank = ranks[i], &scale = scales[i];
+    const auto [width, ldy] = rows_of(outs[i], rows, "out");
+    targets.push_back({outs[i].data_ptr<float>(), width, ldy});
+    TORCH_CHECK(a.scalar_type() == at::kFloat && b.scalar_type() == at::kFloat && rank.scalar_type() == at::kLong &&
+                    scale.scalar_type() == at::kFloat && rank.is_contiguous() && scale.is_contiguous() &&
+                    rank.numel() == slots && scale.numel() == slots,
+                "a stack must be fp32 with int64 ranks and fp32 scales, one per slot");
+    const int64_t* r = rank.data_ptr<int64_t>();
+    const float* sc = scale.data_ptr<float>();
+    SlotWeights* w = weights.data() + i * slots;
+    if (a.dim() == 3) {
+      TORCH_CHECK(b.dim() == 3 && a.size(0) == slots && b.size(0) == slots && a.size(1) == in &&
+                      b.size(2) == width && a.size(2) == b.size(1) && b.stride(2) == 1,
+                  "a grouped stack must be [slots, in, r] and [slots, r, out]");
+      for (int64_t s = 0; s < slots; ++s) {
+        TORCH_CHECK(r[s] == a.size(2), "every slot of a grouped stack has its rank");
+        w[s] = {a.data_ptr<float>() + s * a.stride(0), b.data_ptr<float>() + s * b.stride(0), a.stride(1),
+                a.stride(2), b.stride(1), r[s], sc[s]};
+      }
+    } else {
+      TORCH_CHECK(a.dim() == 2 && b.dim() == 2 && a.size(0) == in && b.size(1) == width && a.size(1) == b.size(0) &&
+                      b.stride(1) == 1,
+                  "a masked stack must be [in, R] and [R, out]");
+      int64_t start = 0;
+      for (int64_t s = 0; s < slots; ++s) {
+        TORCH_CHECK(r[s] >= 0, "ranks cannot be negative");
+        w[s] = {a.data_ptr<float>() + start * a.stride(1), b.data_ptr<float>() + start * b.stride(0), a.stride(0),
+                a.stride(1), b.stride(0), r[s], sc[s]};
+        start += r[s];
+      }
+      TORCH_CHECK(start == a.size(1), "the slots' ranks must add up to the stack's width");
+    }
+  }
+  // Work items: each layer's slots that have rows and weights there, their output columns in `chunks` parts
+  // so that both threads work when few are in use (each part recomputes its rows' x @ A: small next to B).
+  struct Item {
+    int64_t layer, slot, c0, c1;
+  };
+  thread_local std::vector<Item> items;
+  items.clear();
+  int64_t pairs = 0;
+  for (size_t i = 0; i < layers; ++i)
+    for (int64_t s = 0; s < slots; ++s) pairs += first[s + 2] > first[s + 1] && weights[i * slots + s].rank > 0;
+  if (pairs == 0) return;
+  const int64_t threads = at::get_num_threads(), chunks = std::max<int64_t>(1, (threads + pairs - 1) / pairs);
+  for (size_t i = 0; i < layers; ++i) {
+    const int64_t width = targets[i].width;
+    const int64_t chunk_width = ((width + chunks * kColumns - 1) / (chunks * kColumns)) * kColumns;
+    for (int64_t s = 0; s < slots; ++s) {
+      if (first[s + 2] == first[s + 1] || weights[i * slots + s].rank == 0) continue;
+      for (int64_t c0 = 0; c0 < width; c0 += chunk_width)
+        items.push_back({static_cast<int64_t>(i), s, c0, std::min(width, c0 + chunk_width)});
+    }
+  }
   const float* X = x.data_ptr<float>();
-  float* Y = out.data_ptr<float>();
-  const float* scale = scales.data_ptr<float>();
-  const int64_t ldx = x.stride(0), ldy = out.stride(0);
   std::vector<float> zero_row(in, 0.f);  // stands in for the missing rows of a slot's last block of kRows
-  at::parallel_for(0, count * chunks, 1, [&](int64_t begin, int64_t end) {
+  // The other threads see their own thread_local buffers: hand them this thread's.
+  const Item* all_items = items.data();
+  const SlotWeights* all_weights = weights.data();
+  const Target* all_targets = targets.data();
+  const int64_t* all_first = first.data();
+  const int64_t* all_order = order.data();
+  at::parallel_for(0, static_cast<int64_t>(items.size()), 1, [&](int64_t begin, int64_t end) {
     std::vector<float> hidden;
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t s = active[item / chunks], part = item % chunks;
-      const int64_t c0 = part * chunk_width, c1 = std::min(width, c0 + chunk_width);
-      if (c0 >= c1) continue;
-      const std::vector<int64_t>& mine = members[s];
-      const int64_t n = static_cast<int64_t>(mine.size()), r = rank[s];
+    for (int64_t index = begin; index < end; ++index) {
+      const Item& item = all_items[index];
+      const SlotWeights& w = all_weights[item.layer * slots + item.slot];
+      const Target& target = all_targets[item.layer];
+      const int64_t* mine = all_order + all_first[item.slot + 1];
+      const int64_t n = all_first[item.slot + 2] - all_first[item.slot + 1], r = w.rank;
       hidden.assign(((n + kRows - 1) / kRows) * kRows * r, 0.f);
       for (int64_t j0 = 0; j0 < n; j0 += kRows) {
         const float* xs[kRows];
-        for (int64_t j = 0; j < kRows; ++j) xs[j] = j0 + j < n ? X + mine[j0 + j] * ldx : zero_row.data();
-        lora_down(xs, in, a_start[s], a_row[s], a_col[s], r, scale[s], hidden.data() + j0 * r);
         float* ys[kRows];
-        for (int64_t j = 0; j < kRows; ++j) ys[j] = j0 + j < n ? Y + mine[j0 + j] * ldy : nullptr;
-        lora_up(hidden.data() + j0 * r, r, b_start[s], b_row[s], c0, c1, ys);
+        for (int64_t j = 0; j < kRows; ++j) {
+          xs[j] = j0 + j < n ? X + mine[j0 + j] * ldx : zero_row.data();
+          ys[j] = j0 + j < n ? target.y + mine[j0 + j] * target.ldy : nullptr;
+        }
+        lora_down(xs, in, w.a, w.lda, w.cda, r, w.scale, hidden.data() + j0 * r);
+        lora_up(hidden.data() + j0 * r, r, w.b, w.ldb, item.c0, item.c1, ys);
       }
     }
   });
