@@ -207,6 +207,50 @@ def test_the_native_kernel_adds_each_rows_update_into_a_part_of_a_wider_output(b
     assert torch.allclose(other[:, 0], other_expected, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("rows", [1, 3, 6])
+def test_linear_rows_writes_x_times_the_weights_into_a_part_of_a_wider_output(built, rows):
+    """Rows, inputs and outputs off the kernel's tiles (4 x 4 x 16), into a column slice of a stacked output."""
+    torch.manual_seed(1)
+    weight, x = torch.randn(37, 45), torch.randn(rows, 1, 45)
+    wide = torch.randn(rows, 1, 60)
+    before = wide.clone()
+    native_decode.load_extension().linear_rows(x, weight, wide[..., 10:47])
+    assert torch.allclose(wide[..., 10:47], x @ weight.t(), rtol=1e-5, atol=1e-5)
+    assert torch.equal(wide[..., :10], before[..., :10]) and torch.equal(wide[..., 47:], before[..., 47:])
+
+
+@pytest.mark.parametrize("adapters", [False, True], ids=["base", "mixed-adapters"])
+def test_a_batch_of_fp32_rows_gets_the_python_steps_logits_through_the_native_products(built, adapters):
+    """Several rows (padded, so the single-row step does not take them): fp32 products through ``linear_rows``
+    and, with a BatchedLora given the extension, the rows' adapter updates through ``lora_rows``."""
+    model = _llama()
+    batched = None
+    forward_model = model
+    if adapters:
+        forward_model = _with_adapters(model, ["one", "two"], seed=3, alpha=8)
+        batched = BatchedLora(forward_model, kernel=native_decode.load_extension())
+        batched.rebuild(["one", "two"])
+        batched.set_rows(["two", "__base__", "one"])
+    native, python = LlamaDecodeStep(model, native=True), LlamaDecodeStep(model)
+    assert native.extension is not None
+    prompts = [[5, 9, 13, 200, 31], [7, 8], [100, 101, 102]]
+    with torch.inference_mode():
+        ours_cache, mask, token, length = _prefill(forward_model, prompts)
+        theirs_cache = _prefill(forward_model, prompts)[0]
+        for _ in range(6):
+            mask = torch.cat([mask, torch.ones((3, 1), dtype=mask.dtype)], dim=1)
+            kernel = batched.kernel if batched is not None else None
+            if batched is not None:
+                batched.kernel = None  # the Python step's updates: PyTorch's products
+            theirs = python(token, mask, length, theirs_cache, batched)
+            if batched is not None:
+                batched.kernel = kernel
+            ours = native(token, mask, length, ours_cache, batched)
+            assert torch.allclose(ours, theirs, rtol=0, atol=1e-5 * theirs.abs().max())
+            token, length = theirs.argmax(-1, keepdim=True), length + 1
+    assert native.native_steps == 0
+
+
 def test_the_native_kernel_refuses_rows_it_cannot_place(built):
     kernel = native_decode.load_extension()
     a, b, x, out = torch.randn(4, 16).t(), torch.randn(4, 8), torch.randn(2, 16), torch.zeros(2, 8)

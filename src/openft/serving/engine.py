@@ -438,7 +438,7 @@ class Engine:
         model = self.adapters.model
         if lora_batch.supports(model):
             if self._batched_lora is None:
-                kernel = self._decode_step.lora_kernel if self._decode_step is not None else None
+                kernel = self._decode_step.extension if self._decode_step is not None else None
                 self._batched_lora = lora_batch.BatchedLora(model, kernel=kernel)
             self._batched_lora.rebuild(self.adapters.loaded_names)
         elif self._batched_lora is not None:

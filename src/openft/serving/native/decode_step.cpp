@@ -336,6 +336,7 @@ constexpr int64_t kRows = 4;   // rows a LoRA update works on at once: their sum
 constexpr int64_t kLanes = 16;  // ranks or output columns summed at once (one AVX-512 register of fp32)
 constexpr int64_t kRanks = 4;   // ranks a LoRA update's first product sums at once, for each of its kRows rows
 constexpr int64_t kColumns = 64;  // output columns its second product sums at once
+constexpr int64_t kTile = 4;     // weight rows by input rows a small batch's fp32 product sums at once
 constexpr int64_t kAhead = 8;   // how many steps ahead its loops ask the cache for the weights they will read
 
 // hidden[j, k] = scale * (x_j @ A)[k] for kRows rows, A [in, r] at `A` with row stride lda and column stride
@@ -560,6 +561,53 @@ void lora_rows(const Tensor& x, const std::vector<Tensor>& outs, const std::vect
   });
 }
 
+// y = x @ W.T for a few rows (a decode step of a small batch) with fp32 weights W [out, in]: each weight is
+// read once for all the rows, kTile weight rows by kTile input rows at a time so each load feeds several fused
+// multiply-adds. MKL's sgemm for 4-16 rows reached less than half this speed on the 2-core bench machines.
+// x: [rows, in] or [rows, 1, in], unit column stride; y: the same for `out` columns (written, not added to).
+void linear_rows(const Tensor& x, const Tensor& weight, const Tensor& y) {
+  const int64_t rows = x.size(0);
+  const std::pair<int64_t, int64_t> x_shape = rows_of(x, rows, "x"), y_shape = rows_of(y, rows, "y");
+  const int64_t in = x_shape.first, ldx = x_shape.second, out = y_shape.first, ldy = y_shape.second;
+  TORCH_CHECK(weight.scalar_type() == at::kFloat && weight.dim() == 2 && weight.is_contiguous() &&
+                  weight.size(0) == out && weight.size(1) == in,
+              "the weight must be a contiguous fp32 [out, in] that fits x and y");
+  const float* X = x.data_ptr<float>();
+  const float* W = weight.data_ptr<float>();
+  float* Y = y.data_ptr<float>();
+  const int64_t body = in - in % kLanes;
+  std::vector<float> zero_row(in, 0.f);
+  at::parallel_for(0, (out + kTile - 1) / kTile, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t block = begin; block < end; ++block) {
+      const int64_t o0 = block * kTile;
+      const float* ws[kTile];
+      for (int64_t t = 0; t < kTile; ++t) ws[t] = o0 + t < out ? W + (o0 + t) * in : zero_row.data();
+      for (int64_t j0 = 0; j0 < rows; j0 += kTile) {
+        const float* xs[kTile];
+        for (int64_t t = 0; t < kTile; ++t) xs[t] = j0 + t < rows ? X + (j0 + t) * ldx : zero_row.data();
+        float acc[kTile][kTile][kLanes] = {};
+        for (int64_t i = 0; i < body; i += kLanes) {
+          for (int64_t t = 0; t < kTile; ++t) __builtin_prefetch(ws[t] + i + kAhead * kLanes);
+          for (int64_t j = 0; j < kTile; ++j) {
+            for (int64_t t = 0; t < kTile; ++t) {
+#pragma omp simd
+              for (int64_t l = 0; l < kLanes; ++l) acc[j][t][l] = std::fma(xs[j][i + l], ws[t][i + l], acc[j][t][l]);
+            }
+          }
+        }
+        for (int64_t j = 0; j < kTile && j0 + j < rows; ++j) {
+          for (int64_t t = 0; t < kTile && o0 + t < out; ++t) {
+            float sum = 0.f;
+            for (int64_t l = 0; l < kLanes; ++l) sum += acc[j][t][l];
+            for (int64_t i = body; i < in; ++i) sum = std::fma(xs[j][i], ws[t][i], sum);
+            Y[(j0 + j) * ldy + o0 + t] = sum;
+          }
+        }
+      }
+    }
+  });
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -574,4 +622,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       // The step touches no Python object: let the server's event loop run meanwhile, as PyTorch's own ops do.
       .def("step", &Decoder::step, pybind11::call_guard<pybind11::gil_scoped_release>());
   m.def("lora_rows", &lora_rows);
+  m.def("linear_rows", &linear_rows, pybind11::call_guard<pybind11::gil_scoped_release>());
 }
