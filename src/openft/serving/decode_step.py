@@ -18,6 +18,9 @@ for ``enable_gqa`` instead, which on the CPU is slower (16 rows of 300 tokens: 3
 and sums in another order. So base logits equal transformers' bit for bit for padded batches and to float
 rounding (1e-7) otherwise, with or without adapters (tests/serving/test_decode_step.py).
 
+Built with ``native=True`` (and the extension built), a step of one unpadded row runs as one native call
+(native_decode.py), and other steps take their plain fp32 products from the extension's ``linear_rows``.
+
 Only plain ``LlamaForCausalLM`` models with fp32 activations take this path; anything else (another
 architecture, a subclass, bf16 activations, PEFT's own ``adapter_names`` batches) runs transformers' forward.
 """
