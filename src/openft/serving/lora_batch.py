@@ -317,17 +317,16 @@ class BatchedLora:
             return output
         if x.dim() == 3 and x.shape[1] > 1:
             return self._per_adapter_delta(stack, x, output)
+        if self._kernel_takes(x, output):
+            # Each adapter's rows times its own A and B only, natively: the masked product below multiplies
+            # every row by every adapter, and MKL's fixed cost per call is most of its time at these sizes.
+            self.add_deltas([layer], x, [output])
+            return output
         subset = self._used is not None
         stacked = stack.subset(self._used) if subset else stack.full
         if stacked.a is None:
             return output
         row_slots = self._used_row_slots if subset else self._row_slots
-        if self._kernel_takes(x, output):
-            # Each adapter's rows times its own A and B only, natively: the masked product below multiplies
-            # every row by every adapter, and MKL's fixed cost per call is most of its time at these sizes.
-            self.kernel.lora_rows(x, [output], [stacked.a], [stacked.b], [stacked.ranks], [stacked.scale_values],
-                                  row_slots)  # fmt: skip
-            return output
         if stacked.grouped:
             grouping = self._groupings.get(subset)
             if grouping is None:

@@ -82,8 +82,8 @@ struct Layer {
 };
 
 // One LoRA layer's update for one row, added to its part of a projection's output: y[offset + o] +=
-// scale * ((x @ A) @ B)[o], with A [in, r] and B [r, out] views into BatchedLora's stacks (any strides: a
-// stack of several adapters holds them side by side, a single adapter as PEFT's transposed weights).
+// scale * ((x @ A) @ B)[o], with A [in, r] and B [r, out] views into BatchedLora's stacks (A stored as PEFT's
+// [r, in], several adapters side by side or grouped; other strides take the plain loops).
 struct Delta {
   Tensor a, b;
   float scale = 1.f;
@@ -95,22 +95,8 @@ struct Delta {
     const float* B = b.data_ptr<float>();
     const int64_t a0 = a.stride(0), a1 = a.stride(1), b0 = b.stride(0), b1 = b.stride(1);
     hidden.assign(rank, 0.f);
-    if (a0 == 1) {  // each rank's column contiguous: one dot product per rank
-      for (int64_t j = 0; j < rank; ++j) {
-        const float* column = A + j * a1;
-        float sum = 0.f;
-#pragma omp simd reduction(+ : sum)
-        for (int64_t i = 0; i < in; ++i) sum = std::fma(column[i], x[i], sum);
-        hidden[j] = sum;
-      }
-    } else if (a1 == 1) {  // each input's row of ranks contiguous (a stack's slice): one vector FMA per input
-      float* h = hidden.data();
-      for (int64_t i = 0; i < in; ++i) {
-        const float* row = A + i * a0;
-        const float xi = x[i];
-#pragma omp simd
-        for (int64_t j = 0; j < rank; ++j) h[j] = std::fma(xi, row[j], h[j]);
-      }
+    if (a0 == 1) {  // each rank's column contiguous (every layout BatchedLora makes): a dot product per rank
+      for (int64_t j = 0; j < rank; ++j) hidden[j] = dot(A + j * a1, x, in);
     } else {
       for (int64_t i = 0; i < in; ++i) {
         const float* row = A + i * a0;
