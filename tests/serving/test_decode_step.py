@@ -154,10 +154,19 @@ MANY_ADAPTER_CASES = pytest.mark.parametrize(
         (20, [3, 17, 5, 8, 11, 0, 19, 2, None], "grouped"),
         (18, [*range(17), None, 4], "grouped"),  # 17 adapters in the prefill pass: each row's weights gathered
         (3, [1, 1, 1], "one adapter"),
+        (1, [0, None, 0], "masked"),  # the only adapter loaded (a base row beside): its stack is PEFT's own weights
         (4, [0, 2, None, 1, 3, 0], "masked"),
         (6, [4, None, 1, 4], "masked"),  # two of six in use: the masked stack of just those two
     ],
-    ids=["all-loaded-stack", "subset-stack", "prefill-gathered", "one-adapter-every-row", "masked", "masked-subset"],
+    ids=[
+        "all-loaded-stack",
+        "subset-stack",
+        "prefill-gathered",
+        "one-adapter-every-row",
+        "only-one-loaded",
+        "masked",
+        "masked-subset",
+    ],  # fmt: skip
 )
 
 

@@ -7,9 +7,10 @@ import logging
 
 import pytest
 import torch
+from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from openft.serving import kv_batch, native_decode
+from openft.serving import kv_batch, lora_batch, native_decode
 from openft.serving.decode_step import LlamaDecodeStep
 from openft.serving.decode_weights import apply_decode_weights, native_decode_enabled
 from openft.serving.engine import Engine
@@ -172,12 +173,15 @@ def _reference_update(x, a, b, ranks, scales, row_slots):
     return out
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("grouped", [False, True], ids=["side-by-side", "grouped"])
 @pytest.mark.parametrize("inputs", [24, 37])
 @pytest.mark.parametrize("outputs", [64, 150])
-def test_the_native_kernel_adds_each_rows_update_into_a_part_of_a_wider_output(built, grouped, inputs, outputs):
+def test_the_native_kernel_adds_each_rows_update_into_a_part_of_a_wider_output(built, grouped, inputs, outputs, dtype):
     """Widths off the kernel's blocks, base rows, a slot without weights on this layer (masked only), a row
-    on a slot the batch reuses, and an output that is a column slice of a stacked projection's output."""
+    on a slot the batch reuses, and two layers' outputs side by side inside a wider output (as q and k in a
+    stacked projection's output; the columns around them untouched). bf16 stacks (q4 engines' copies) give
+    the update of their own rounded weights, summed in fp32."""
     torch.manual_seed(0)
     ranks = torch.tensor([8, 8, 8] if grouped else [8, 0, 5], dtype=torch.long)
     scales = torch.tensor([2.0, 0.5, 1.5])
@@ -189,22 +193,25 @@ def test_the_native_kernel_adds_each_rows_update_into_a_part_of_a_wider_output(b
         b = torch.randn(13, outputs)
     row_slots = torch.tensor([1, 0, 3, 2, 1, 3, 1], dtype=torch.long)
     x = torch.randn(7, 1, inputs)  # a decode step's rows
-    wide = torch.randn(7, 1, outputs + 40)
-    before = wide.clone()
-    part = wide[..., 20 : 20 + outputs]
-    # A second layer on the same input in the same call (as k beside q), its own stack and output.
+    # A second layer on the same input in the same call (as k beside q), its own stack and 30 columns.
     other_ranks = torch.tensor([0, 3, 2], dtype=torch.long)
-    other_a, other_b, other = torch.randn(5, inputs).t(), torch.randn(5, 30), torch.zeros(7, 1, 30)
+    other_a, other_b = torch.randn(5, inputs).t(), torch.randn(5, 30)
+    wide = torch.randn(7, 1, 20 + outputs + 30 + 10)
+    before = wide.clone()
+    # The weights as the kernel reads them (the same strides), and those it then stands for in fp32.
+    a, b, other_a, other_b = (w.to(dtype).float() for w in (a, b, other_a, other_b))
     native_decode.load_extension().lora_rows(
-        x, [part, other], [a, other_a], [b, other_b], [ranks, other_ranks], [scales, scales], row_slots
-    )
+        x, wide, [20, 20 + outputs], [w.to(dtype) for w in (a, other_a)], [w.to(dtype) for w in (b, other_b)],
+        [ranks, other_ranks], [scales, scales], row_slots,
+    )  # fmt: skip
     expected = before[:, 0, 20 : 20 + outputs] + _reference_update(x[:, 0], a, b, ranks, scales, row_slots)
-    assert torch.allclose(part[:, 0], expected, rtol=1e-5, atol=1e-4)
+    assert torch.allclose(wide[:, 0, 20 : 20 + outputs], expected, rtol=1e-5, atol=1e-4)
+    other_expected = before[:, 0, 20 + outputs : 50 + outputs]
+    other_expected = other_expected + _reference_update(x[:, 0], other_a, other_b, other_ranks, scales, row_slots)
+    assert torch.allclose(wide[:, 0, 20 + outputs : 50 + outputs], other_expected, rtol=1e-5, atol=1e-4)
     assert torch.equal(wide[..., :20], before[..., :20])
-    assert torch.equal(wide[..., 20 + outputs :], before[..., 20 + outputs :])
+    assert torch.equal(wide[..., 50 + outputs :], before[..., 50 + outputs :])
     assert torch.equal(wide[1], before[1])  # the base row
-    other_expected = _reference_update(x[:, 0], other_a, other_b, other_ranks, scales, row_slots)
-    assert torch.allclose(other[:, 0], other_expected, rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize("rows", [1, 3, 6])
@@ -251,16 +258,90 @@ def test_a_batch_of_fp32_rows_gets_the_python_steps_logits_through_the_native_pr
     assert native.native_steps == 0
 
 
+def test_a_q4_batch_on_adapters_reads_bf16_copies_and_gets_the_python_steps_logits(built):
+    """q4 engines give the kernel bf16 copies of their adapters (half the bytes a step reads): the step's
+    logits then stay within the q4 path's own bf16 rounding of PyTorch's fp32 updates, and the copies count
+    toward the adapters' bytes."""
+    model = _llama()
+    use_q4_decode_weights(model)
+    names = ["one", "two", "three"]
+    peft_model = _with_adapters(model, names, seed=5, alpha=8)
+    extension = _CountingKernel()
+    batched = BatchedLora(peft_model, kernel=extension)
+    batched.rebuild(names)
+    stacked = next(iter(batched._stacks.values())).full
+    assert stacked.kernel_a.dtype == stacked.kernel_b.dtype == torch.bfloat16 and stacked.a.dtype == torch.float32
+    assert torch.equal(stacked.kernel_a.float(), stacked.a.to(torch.bfloat16).float())
+    fp32_bytes = sum(p.numel() * 4 for key, p in peft_model.named_parameters() if ".two." in key)
+    assert lora_batch.kernel_copy_bytes(peft_model, "two", extension) == fp32_bytes // 2
+    assert lora_batch.kernel_copy_bytes(peft_model, "two", None) == 0  # no kernel, no copies
+    batched.set_rows(["two", "__base__", "one", "three", "two"])
+    step = LlamaDecodeStep(model)
+    prompts = [[5, 9, 13, 200, 31], [7, 8], [100, 101, 102], [4, 4, 4, 4], [9]]
+    with torch.inference_mode():
+        ours_cache, mask, token, length = _prefill(peft_model, prompts)
+        theirs_cache = _prefill(peft_model, prompts)[0]
+        for _ in range(4):
+            mask = torch.cat([mask, torch.ones((len(prompts), 1), dtype=mask.dtype)], dim=1)
+            batched.kernel = None  # PyTorch's updates from the fp32 stacks
+            theirs = step(token, mask, length, theirs_cache, batched)
+            batched.kernel = extension
+            ours = step(token, mask, length, ours_cache, batched)
+            assert torch.allclose(ours, theirs, rtol=0, atol=1e-2 * theirs.abs().max())
+            token, length = theirs.argmax(-1, keepdim=True), length + 1
+    assert extension.calls > 0
+
+
+@pytest.mark.parametrize("weights", ["fp32", "q4"])
+def test_adapters_on_different_modules_share_a_batch_through_the_kernel(built, weights):
+    """One adapter on q/v only, one on every linear layer, one on gate/down only (so k has an adapter in one
+    slot, up in one, and no layer in all three), ranks 4/6/8, beside a base row: PEFT's numbers (q4: within the
+    bf16 copies' rounding)."""
+    model = _llama()
+    if weights == "q4":
+        use_q4_decode_weights(model)
+    targets = {"qv": ["q_proj", "v_proj"], "all": "all-linear", "mlp": ["gate_proj", "down_proj"]}
+    peft_model = None
+    for index, (name, modules) in enumerate(targets.items()):
+        torch.manual_seed(index)
+        config = LoraConfig(r=4 + 2 * index, lora_alpha=8, target_modules=modules, init_lora_weights=False)
+        if peft_model is None:
+            peft_model = get_peft_model(model, config, adapter_name=name)
+        else:
+            peft_model.add_adapter(name, config)
+    peft_model.eval()
+    rows = ["qv", "all", "__base__", "mlp", "qv", "mlp"]
+    prompts = [[5 + index, 9, 13, 200 + index] for index in range(len(rows))]
+    kernel = _CountingKernel()
+    with torch.inference_mode():
+        cache, mask, token, length = _prefill(peft_model, prompts, adapter_names=rows)
+        mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=mask.dtype)], dim=1)
+        expected = peft_model(
+            input_ids=token, attention_mask=mask, position_ids=length, past_key_values=cache, use_cache=True,
+            adapter_names=rows,
+        ).logits[:, -1]  # fmt: skip
+        batched = BatchedLora(peft_model, kernel=kernel)
+        batched.rebuild(list(targets))
+        batched.set_rows(rows)
+        cache = _prefill(peft_model, prompts)[0]
+        ours = LlamaDecodeStep(model)(token, mask, length, cache, batched)
+    tolerance = 1e-5 if weights == "fp32" else 1e-2 * float(expected.abs().max())
+    assert torch.allclose(ours, expected, rtol=0, atol=tolerance)
+    assert kernel.calls > 0
+
+
 def test_the_native_kernel_refuses_rows_it_cannot_place(built):
     kernel = native_decode.load_extension()
     a, b, x, out = torch.randn(4, 16).t(), torch.randn(4, 8), torch.randn(2, 16), torch.zeros(2, 8)
     ranks, scales = torch.tensor([4], dtype=torch.long), torch.tensor([1.0])
     with pytest.raises(RuntimeError, match="names no slot"):
-        kernel.lora_rows(x, [out], [a], [b], [ranks], [scales], torch.tensor([1, 2], dtype=torch.long))
+        kernel.lora_rows(x, out, [0], [a], [b], [ranks], [scales], torch.tensor([1, 2], dtype=torch.long))
     with pytest.raises(RuntimeError, match="add up"):
-        kernel.lora_rows(x, [out], [a], [b], [torch.tensor([3], dtype=torch.long)], [scales], torch.tensor([1, 1]))
+        kernel.lora_rows(x, out, [0], [a], [b], [torch.tensor([3], dtype=torch.long)], [scales], torch.tensor([1, 1]))
     with pytest.raises(RuntimeError, match="one A, B"):
-        kernel.lora_rows(x, [out, out], [a], [b], [ranks], [scales], torch.tensor([1, 1]))
+        kernel.lora_rows(x, out, [0, 0], [a], [b], [ranks], [scales], torch.tensor([1, 1]))
+    with pytest.raises(RuntimeError, match="do not fit"):
+        kernel.lora_rows(x, out, [1], [a], [b], [ranks], [scales], torch.tensor([1, 1]))
     assert torch.equal(out, torch.zeros(2, 8))
 
 
@@ -275,16 +356,19 @@ def _engine(model_dir, adapters, weights: str, native: bool) -> Engine:
 
 
 @pytest.mark.timeout(BUILD_TIMEOUT)
+@pytest.mark.parametrize("loaded", [1, 2], ids=["one-adapter", "two-adapters"])
 @pytest.mark.parametrize("weights", ["fp32", "q4"])
 def test_an_engine_with_it_answers_as_without_alone_joined_by_others_and_with_adapters_loaded(
-    built, tiny_model_dir, lora_adapter_dirs, tmp_path, weights
+    built, tiny_model_dir, lora_adapter_dirs, tmp_path, weights, loaded
 ):
+    """With one adapter loaded, its stack is PEFT's own weights: several rows on it in one step once crashed
+    the kernel, which then read B in PEFT's [out, r] layout."""
     model_dir = _peaked_q4_1_model(tiny_model_dir, tmp_path / "model")
-    adapters = {key: lora_adapter_dirs[key] for key in ADAPTER_KEYS[:2]}
-    choices = [None, None, *adapters]
+    adapters = {key: lora_adapter_dirs[key] for key in ADAPTER_KEYS[:loaded]}
+    choices = [None, *adapters] if loaded == 1 else [None, None, *adapters]
     requests = [
-        GenerationRequest(prompt_ids=[5 + i, 300 + 7 * i, 42], adapter=choices[i % 4], max_new_tokens=24 - 2 * i,
-                          temperature=0)
+        GenerationRequest(prompt_ids=[5 + i, 300 + 7 * i, 42], adapter=choices[i % len(choices)],
+                          max_new_tokens=24 - 2 * i, temperature=0)
         for i in range(8)
     ]  # fmt: skip
 

@@ -15,6 +15,7 @@ import torch
 from peft import PeftModel
 from transformers import PreTrainedModel
 
+from openft.serving import lora_batch
 from openft.serving.types import BASE_ADAPTER, AdapterNotFound, EngineOverloaded
 
 log = logging.getLogger(__name__)
@@ -57,8 +58,12 @@ class AdapterCache:
         resolver: AdapterResolver | None,
         capacity: int,
         max_bytes: int | None = None,
+        kernel=None,
     ) -> None:
         self._base_model = base_model
+        # The native extension the engine hands lora_batch.BatchedLora, whose copies of adapters for it (q4
+        # engines: bf16) count toward an adapter's bytes.
+        self._kernel = kernel
         self._resolver = resolver
         self.capacity = capacity
         self.max_bytes = max_adapter_bytes_from_env() if max_bytes is None else max_bytes
@@ -170,7 +175,8 @@ class AdapterCache:
         return ((key, p) for key, p in self.model.named_parameters() if marker in key)
 
     def _measure(self, name: str) -> int:
-        return sum(p.numel() * p.element_size() for _, p in self._parameters(name))
+        weights = sum(p.numel() * p.element_size() for _, p in self._parameters(name))
+        return weights + lora_batch.kernel_copy_bytes(self.model, name, self._kernel)
 
     def _non_finite(self, name: str) -> str | None:
         """The first of the adapter's weights holding inf or NaN: such an adapter would give NaN, and batched

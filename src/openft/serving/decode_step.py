@@ -185,7 +185,7 @@ def _rms_norm(x: torch.Tensor, norm: nn.Module) -> torch.Tensor:
 def _unwrapped(module: nn.Module, lora: BatchedLora | None) -> tuple[nn.Module, nn.Module | None]:
     """(the layer to run, the LoRA layer whose delta ``lora`` adds afterwards, or None)."""
     if lora is not None and type(module) is LoraLinear and lora.direct(module):
-        return module.base_layer, module
+        return module._modules["base_layer"], module
     return module, None
 
 
@@ -225,33 +225,31 @@ def _linear(module: nn.Module, x: torch.Tensor, lora: BatchedLora | None, kernel
 
 def _stacked(x: torch.Tensor, lora: BatchedLora | None, kernel, *modules: nn.Module) -> torch.Tensor:
     """The modules' outputs for ``x`` side by side: one product when their base layers are one Q4Siblings
-    stack, each LoRA delta then added in place to its part."""
+    stack, each product straight into its part through ``kernel`` where given, and each LoRA delta then added in
+    place to its part."""
     pairs = [_unwrapped(module, lora) for module in modules]
     bases = [base for base, _ in pairs]
     rows, first = x.shape[0], bases[0]
+    out = None
     if type(first) is Q4DecodeLinear:
         stack = first.siblings
         if stack is not None and stack.bias_free and stack.serves(rows) and bases == stack.members:
             out = stack.product(x, rows).view(rows, 1, -1)
-            adapted, parts, start = [], [], 0
-            for (_, layer), width in zip(pairs, stack.widths, strict=True):
-                if layer is not None:
-                    adapted.append(layer)
-                    parts.append(out[..., start : start + width])
-                start += width
-            if adapted:
-                lora.add_deltas(adapted, x, parts)
-            return out
-    if kernel is not None and all(_plain_fp32(base) for base in bases):
+    if out is None and kernel is not None and all(_plain_fp32(base) for base in bases):
         # Each product straight into its part of the side-by-side output: no concatenation.
         out = x.new_empty(rows, 1, sum(base.out_features for base in bases))
-        outs, start = [], 0
+        start = 0
         for base in bases:
-            outs.append(_native_linear(kernel, base, x, out[..., start : start + base.out_features]))
+            _native_linear(kernel, base, x, out[..., start : start + base.out_features])
             start += base.out_features
-    else:
-        outs, out = [base(x) for base in bases], None
-    adapted = [(layer, part) for (_, layer), part in zip(pairs, outs, strict=True) if layer is not None]
+    if out is None:
+        out = torch.cat([base(x) for base in bases], dim=-1)
+    adapted, offsets, start = [], [], 0
+    for base, layer in pairs:
+        if layer is not None:
+            adapted.append(layer)
+            offsets.append(start)
+        start += base.out_features
     if adapted:
-        lora.add_deltas([layer for layer, _ in adapted], x, [part for _, part in adapted])
-    return torch.cat(outs, dim=-1) if out is None else out
+        lora.add_deltas(adapted, x, out, tuple(offsets))
+    return out

@@ -303,13 +303,13 @@ class Engine:
             model, tokenizer = self._loader()
             model.eval()
             self.model, self.tokenizer = model, tokenizer
-            self.adapters = AdapterCache(model, self._resolver, self._max_loaded_adapters)
             eos = model.generation_config.eos_token_id if model.generation_config is not None else None
             eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
             self._default_stop_ids = frozenset(i for i in [*eos_ids, tokenizer.eos_token_id] if i is not None)
             self._max_positions = getattr(model.config, "max_position_embeddings", 1 << 30)
             if LlamaDecodeStep.supports(model):
                 self._decode_step = LlamaDecodeStep(model, native=self.native_decode)
+            self.adapters = AdapterCache(model, self._resolver, self._max_loaded_adapters, kernel=self._kernel())
         except BaseException as exc:  # surfaced to callers by wait_ready
             self._load_error = exc
             self._ready.set()
@@ -434,12 +434,15 @@ class Engine:
             stats.mixed_adapter_steps += 1
         return logits.float()
 
+    def _kernel(self):
+        """The native extension (where the decode step built it): BatchedLora's decode updates run on it."""
+        return self._decode_step.extension if self._decode_step is not None else None
+
     def _sync_batched_lora(self) -> None:
         model = self.adapters.model
         if lora_batch.supports(model):
             if self._batched_lora is None:
-                kernel = self._decode_step.extension if self._decode_step is not None else None
-                self._batched_lora = lora_batch.BatchedLora(model, kernel=kernel)
+                self._batched_lora = lora_batch.BatchedLora(model, kernel=self._kernel())
             self._batched_lora.rebuild(self.adapters.loaded_names)
         elif self._batched_lora is not None:
             log.info("an adapter needs PEFT's own mixed-batch forward; switching to adapter_names")

@@ -17,6 +17,8 @@ PEFT's own layers are switched to base-only and a forward hook adds the delta. P
 tokens per row) instead run each adapter on its own rows only: there the FLOPs, not the op count, dominate.
 Where the engine runs the native decode step, decode steps hand every layout to its ``lora_rows`` kernel
 instead (serving/native_decode.py): each adapter's rows times its own A and B, read once, in one call a layer.
+On layers whose base reads q4 decode weights the kernel reads bf16 copies of the stacks (``kernel_copy_dtype``):
+half the bytes, at the precision of those layers' own bf16 batch copies; PyTorch's paths keep the fp32 stack.
 
 Only plain LoRA on linear layers is handled (no DoRA/variants, no LoRA bias, no fan_in_fan_out);
 ``supports`` says when the engine must fall back to PEFT's ``adapter_names``.
@@ -27,13 +29,14 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from peft import PeftModel
 from peft.tuners.lora import Linear as LoraLinear
 from peft.tuners.lora import LoraLayer
 
+from openft.serving.q4_linear import Q4DecodeLinear
 from openft.serving.types import BASE_ADAPTER
 
 
@@ -76,6 +79,9 @@ class _Stacked:
     # ``layout`` and ``scales`` as tensors, for the native kernel (``BatchedLora.kernel``).
     ranks: torch.Tensor | None = None
     scale_values: torch.Tensor | None = None
+    # What the native kernel reads: ``a`` and ``b`` themselves, or their bf16 copies (``kernel_copy_dtype``).
+    kernel_a: torch.Tensor | None = None
+    kernel_b: torch.Tensor | None = None
 
     def views(self) -> list[tuple[torch.Tensor, torch.Tensor] | None]:
         """Each slot's own (A, B) as views into the stack (no second copy), None where it has none."""
@@ -89,11 +95,46 @@ class _Stacked:
         return views
 
 
-def _stack(parts: list[tuple[torch.Tensor, torch.Tensor] | None], scales: tuple[float, ...]) -> _Stacked:
+def kernel_copy_dtype(layer: LoraLinear, kernel) -> torch.dtype | None:
+    """The dtype of the copies of ``layer``'s adapters that the native kernel reads, None for none (it reads
+    the fp32 stack). A layer whose base reads q4 decode weights (q4_linear.py: 4-bit single rows, bf16 copies
+    for batches) gets bf16 copies: half the bytes a decode step reads for its adapters, at the precision of the
+    base's own batch copies. Summed in fp32 either way."""
+    return torch.bfloat16 if kernel is not None and type(layer.get_base_layer()) is Q4DecodeLinear else None
+
+
+def kernel_copy_bytes(model: torch.nn.Module, name: str, kernel) -> int:
+    """Bytes of the copies of adapter ``name``'s weights that a BatchedLora given ``kernel`` keeps for it."""
+    total = 0
+    for layer in model.modules():
+        if isinstance(layer, LoraLinear) and name in layer.lora_A:
+            copy = kernel_copy_dtype(layer, kernel)
+            if copy is not None:
+                weights = layer.lora_A[name].weight.numel() + layer.lora_B[name].weight.numel()
+                total += weights * copy.itemsize
+    return total
+
+
+def _stack(
+    parts: list[tuple[torch.Tensor, torch.Tensor] | None], scales: tuple[float, ...], copy: torch.dtype | None = None
+) -> _Stacked:
     layout = tuple(0 if part is None else part[0].shape[1] for part in parts)
     present = [part for part in parts if part is not None]
     if not present:
         return _Stacked(None, None, layout, False, scales)
+    stacked = _stack_present(parts, present, layout, scales)
+    if copy is None or copy == stacked.a.dtype:
+        return replace(stacked, kernel_a=stacked.a, kernel_b=stacked.b)
+    # ``to`` keeps the strides: the copy of A is [R, in] in memory too.
+    return replace(stacked, kernel_a=stacked.a.to(copy), kernel_b=stacked.b.to(copy))
+
+
+def _stack_present(
+    parts: list[tuple[torch.Tensor, torch.Tensor] | None],
+    present: list[tuple[torch.Tensor, torch.Tensor]],
+    layout: tuple[int, ...],
+    scales: tuple[float, ...],
+) -> _Stacked:
     tensors = {"ranks": torch.tensor(layout, dtype=torch.long), "scale_values": torch.tensor(scales)}
     # A is stored as [R, in] (PEFT's own layout) and used through its transpose: each rank's column is then
     # contiguous, as the native kernel's dot products read it; MKL takes either layout.
@@ -112,20 +153,23 @@ def _stack(parts: list[tuple[torch.Tensor, torch.Tensor] | None], scales: tuple[
 
 
 class _LayerStack:
-    def __init__(self, layer: LoraLinear, slots: list[str]) -> None:
+    def __init__(self, layer: LoraLinear, slots: list[str], copy: torch.dtype | None = None) -> None:
         dtype = layer.get_base_layer().weight.dtype  # the activations' dtype; PEFT keeps adapters in fp32
         parts, scales = [], []
         for name in slots:
             if name in layer.lora_A:
                 a = layer.lora_A[name].weight.t().to(dtype)  # [in, r]
-                b = layer.lora_B[name].weight.t().to(dtype)  # [r, out]
+                # [r, out] with each rank's row contiguous, as the native kernel reads B (PEFT's own weight is
+                # [out, r]; it becomes a view of this copy below, so the adapter is still in memory once).
+                b = layer.lora_B[name].weight.t().to(dtype).contiguous()
                 parts.append((a, b))
                 scales.append(float(layer.scaling[name]))
             else:
                 parts.append(None)
                 scales.append(0.0)
         self.scales = tuple(scales)
-        self.full = _stack(parts, self.scales)
+        self.copy = copy
+        self.full = _stack(parts, self.scales, copy)
         self.per_slot = self.full.views()
         self._subset: tuple[tuple[int, ...], _Stacked] | None = None
         # PEFT's weights become views into the stack: one copy of each adapter in memory, not two. Only when
@@ -139,7 +183,7 @@ class _LayerStack:
         """The stack of only the slots in ``used`` (0-based), in that order; the last one is kept."""
         if self._subset is None or self._subset[0] != used:
             parts = [self.per_slot[slot] for slot in used]
-            self._subset = (used, _stack(parts, tuple(self.scales[slot] for slot in used)))
+            self._subset = (used, _stack(parts, tuple(self.scales[slot] for slot in used), self.copy))
         return self._subset[1]
 
 
@@ -191,6 +235,9 @@ class BatchedLora:
         self._used_row_slots: torch.Tensor | None = None
         self._used_masks: dict[tuple[int, ...], torch.Tensor] = {}
         self._groupings: dict[bool, _Grouping] = {}  # by whether the step multiplies by a subset
+        # The kernel's arguments for a group of layers (their ids and output offsets) in this pass's stacks:
+        # built once for the stacks in use, not on each of a decode step's ~120 calls.
+        self._kernel_args: dict[tuple[tuple[int, ...], tuple[int, ...]], tuple] = {}
         self._one_adapter = False  # every row of the pass uses the same adapter
         self.bypassed = False  # inside base_only: the model's layers are the base layers
         self.generation = next(_generations)  # which stacks these are: changes with every rebuild
@@ -211,12 +258,13 @@ class BatchedLora:
                 self._handles.append(module.register_forward_hook(self._hook))
         self._slots = list(adapter_names)
         self._stacks = {}
+        self._kernel_args = {}
         # Views handed out before (to the native decode step) are stale now; unique across instances.
         self.generation = next(_generations)
         with torch.no_grad():
             for layer in self._layers:
                 layer.enable_adapters(False)  # PEFT computes the base output; the hook adds LoRA
-                self._stacks[id(layer)] = _LayerStack(layer, self._slots)
+                self._stacks[id(layer)] = _LayerStack(layer, self._slots, kernel_copy_dtype(layer, self.kernel))
         ours = {id(layer) for layer in self._layers}
         self._places = [
             (parent, name, child)
@@ -263,12 +311,15 @@ class BatchedLora:
         used = tuple(sorted(set(self._row_slots.tolist()) - {0}))
         self._one_adapter = len(used) == 1 and bool((self._row_slots > 0).all())
         self._only_slot = used[0] - 1 if self._one_adapter else 0
+        previous = self._used
         if 2 * len(used) <= len(self._slots):
             position = torch.zeros(len(self._slots) + 1, dtype=torch.long)
             position[list(used)] = torch.arange(1, len(used) + 1)
             self._used, self._used_row_slots = tuple(slot - 1 for slot in used), position[self._row_slots]
         else:
             self._used, self._used_row_slots = None, None
+        if self._used != previous:  # other stacks now (the engine sets rows every step: keep them while they last)
+            self._kernel_args = {}
         self._used_masks = {}
         self._groupings = {}
         self._padded = None
@@ -320,7 +371,7 @@ class BatchedLora:
         if self._kernel_takes(x, output):
             # Each adapter's rows times its own A and B only, natively: the masked product below multiplies
             # every row by every adapter, and MKL's fixed cost per call is most of its time at these sizes.
-            self.add_deltas([layer], x, [output])
+            self._kernel_deltas([layer], x, output, (0,))
             return output
         subset = self._used is not None
         stacked = stack.subset(self._used) if subset else stack.full
@@ -350,28 +401,46 @@ class BatchedLora:
             and output.stride(-1) == 1 and (x.dim() == 2 or x.shape[1] == 1)
         )  # fmt: skip
 
-    def add_deltas(self, layers: list[LoraLinear], x: torch.Tensor, outputs: list[torch.Tensor]) -> None:
-        """``add_delta`` for several layers that read the same ``x`` (q/k/v, gate/up): one native call for all
-        where the kernel serves the pass (one parallel region instead of one a layer)."""
+    def add_deltas(
+        self, layers: list[LoraLinear], x: torch.Tensor, output: torch.Tensor, offsets: tuple[int, ...]
+    ) -> None:
+        """``add_delta`` for several layers that read the same ``x`` (q/k/v, gate/up), their outputs side by side
+        in ``output`` from the columns ``offsets`` on: one native call for all where the kernel serves the pass
+        (one parallel region instead of one a layer, and no view of each layer's part)."""
         if self._row_slots is None:
             return
-        if not self._kernel_takes(x, outputs[0]) or any(not self._kernel_takes(x, out) for out in outputs):
-            for layer, output in zip(layers, outputs, strict=True):
-                self.add_delta(layer, x, output)
+        if not self._kernel_takes(x, output):
+            for layer, start in zip(layers, offsets, strict=True):
+                self.add_delta(layer, x, output[..., start : start + layer.out_features])
             return
-        subset = self._used is not None
-        targets, stacks = [], []
-        for layer, output in zip(layers, outputs, strict=True):
+        self._kernel_deltas(layers, x, output, offsets)
+
+    def _kernel_deltas(
+        self, layers: list[LoraLinear], x: torch.Tensor, output: torch.Tensor, offsets: tuple[int, ...]
+    ) -> None:
+        """``add_deltas`` through the native kernel (``_kernel_takes`` said it serves the pass)."""
+        key = (tuple(map(id, layers)), offsets)
+        args = self._kernel_args.get(key)
+        if args is None:
+            args = self._kernel_args[key] = self._kernel_arguments(layers, offsets)
+        if args[0]:
+            row_slots = self._row_slots if self._used is None else self._used_row_slots
+            self.kernel.lora_rows(x, output, *args, row_slots)
+
+    def _kernel_arguments(self, layers: list[LoraLinear], offsets: tuple[int, ...]) -> tuple:
+        """The output offsets of those of ``layers`` with adapters in this pass's stacks, and their A, B, ranks
+        and scales lists: ``lora_rows``' arguments after the output."""
+        kept, stacks = [], []
+        for layer, start in zip(layers, offsets, strict=True):
             stack = self._stacks.get(id(layer))
-            stacked = None if stack is None else (stack.subset(self._used) if subset else stack.full)
+            stacked = None if stack is None else (stack.full if self._used is None else stack.subset(self._used))
             if stacked is not None and stacked.a is not None:
-                targets.append(output)
+                kept.append(start)
                 stacks.append(stacked)
-        if targets:
-            self.kernel.lora_rows(
-                x, targets, [s.a for s in stacks], [s.b for s in stacks], [s.ranks for s in stacks],
-                [s.scale_values for s in stacks], self._used_row_slots if subset else self._row_slots,
-            )  # fmt: skip
+        return (
+            kept, [s.kernel_a for s in stacks], [s.kernel_b for s in stacks], [s.ranks for s in stacks],
+            [s.scale_values for s in stacks],
+        )  # fmt: skip
 
     def _grouped_delta(
         self, stacked: _Stacked, grouping: _Grouping, x: torch.Tensor, output: torch.Tensor

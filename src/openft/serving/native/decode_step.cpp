@@ -327,24 +327,26 @@ constexpr int64_t kAhead = 8;   // how many steps ahead its loops ask the cache 
 
 // hidden[j, k] = scale * (x_j @ A)[k] for kRows rows, A [in, r] at `A` with row stride lda and column stride
 // cda. BatchedLora keeps each rank's column contiguous (lda == 1): then dot products over the inputs, kRanks
-// ranks by kRows rows at a time, so each load of x or A feeds several fused multiply-adds.
-void lora_down(const float* const* xs, int64_t in, const float* A, int64_t lda, int64_t cda, int64_t r, float scale,
+// ranks by kRows rows at a time, so each load of x or A feeds several fused multiply-adds. W: fp32 or bf16
+// weights (widened to fp32 as they are read; the sums are fp32 either way).
+template <typename W>
+void lora_down(const float* const* xs, int64_t in, const W* A, int64_t lda, int64_t cda, int64_t r, float scale,
                float* hidden) {
   int64_t k0 = 0;
   if (lda == 1) {
     const int64_t body = in - in % kLanes;
     for (; k0 + kRanks <= r; k0 += kRanks) {
       float acc[kRows][kRanks][kLanes] = {};
-      const float* columns[kRanks];
+      const W* columns[kRanks];
       for (int64_t k = 0; k < kRanks; ++k) columns[k] = A + (k0 + k) * cda;
       for (int64_t i = 0; i < body; i += kLanes) {
         for (int64_t k = 0; k < kRanks; ++k) __builtin_prefetch(columns[k] + i + kAhead * kLanes);
         for (int64_t j = 0; j < kRows; ++j) {
           const float* x = xs[j] + i;
           for (int64_t k = 0; k < kRanks; ++k) {
-            const float* a = columns[k] + i;
+            const W* a = columns[k] + i;
 #pragma omp simd
-            for (int64_t l = 0; l < kLanes; ++l) acc[j][k][l] = std::fma(x[l], a[l], acc[j][k][l]);
+            for (int64_t l = 0; l < kLanes; ++l) acc[j][k][l] = std::fma(x[l], float(a[l]), acc[j][k][l]);
           }
         }
       }
@@ -352,17 +354,17 @@ void lora_down(const float* const* xs, int64_t in, const float* A, int64_t lda, 
         for (int64_t k = 0; k < kRanks; ++k) {
           float sum = 0.f;
           for (int64_t l = 0; l < kLanes; ++l) sum += acc[j][k][l];
-          for (int64_t i = body; i < in; ++i) sum = std::fma(xs[j][i], columns[k][i], sum);
+          for (int64_t i = body; i < in; ++i) sum = std::fma(xs[j][i], float(columns[k][i]), sum);
           hidden[j * r + k0 + k] = sum * scale;
         }
       }
     }
   }
   for (; k0 < r; ++k0) {  // the ranks left over, and any other layout
-    const float* column = A + k0 * cda;
+    const W* column = A + k0 * cda;
     for (int64_t j = 0; j < kRows; ++j) {
       float sum = 0.f;
-      for (int64_t i = 0; i < in; ++i) sum = std::fma(column[i * lda], xs[j][i], sum);
+      for (int64_t i = 0; i < in; ++i) sum = std::fma(float(column[i * lda]), xs[j][i], sum);
       hidden[j * r + k0] = sum * scale;
     }
   }
@@ -371,17 +373,18 @@ void lora_down(const float* const* xs, int64_t in, const float* A, int64_t lda, 
 // ys[j][c] += (hidden_j @ B)[c] for columns c0..c1 of kRows rows (a null ys[j]: no such row), B [r, width]
 // at `B` with row stride ldb and unit column stride, kColumns columns at a time. Each row's update is summed,
 // then added, as addmm_ does.
-void lora_up(const float* hidden, int64_t r, const float* B, int64_t ldb, int64_t c0, int64_t c1, float* const* ys) {
+template <typename W>
+void lora_up(const float* hidden, int64_t r, const W* B, int64_t ldb, int64_t c0, int64_t c1, float* const* ys) {
   int64_t c = c0;
   for (; c + kColumns <= c1; c += kColumns) {
     float acc[kRows][kColumns] = {};
     for (int64_t k = 0; k < r; ++k) {
-      const float* brow = B + k * ldb + c;
-      for (int64_t p = 0; p < kColumns; p += kLanes) __builtin_prefetch(brow + p + kAhead * kColumns);
+      const W* brow = B + k * ldb + c;
+      for (int64_t p = 0; p < kColumns; p += 64 / sizeof(W)) __builtin_prefetch(brow + p + kAhead * kColumns);
       for (int64_t j = 0; j < kRows; ++j) {
         const float t = hidden[j * r + k];
 #pragma omp simd
-        for (int64_t l = 0; l < kColumns; ++l) acc[j][l] = std::fma(t, brow[l], acc[j][l]);
+        for (int64_t l = 0; l < kColumns; ++l) acc[j][l] = std::fma(t, float(brow[l]), acc[j][l]);
       }
     }
     for (int64_t j = 0; j < kRows; ++j) {
@@ -395,7 +398,7 @@ void lora_up(const float* hidden, int64_t r, const float* B, int64_t ldb, int64_
     for (int64_t j = 0; j < kRows; ++j) {
       if (ys[j] == nullptr) continue;
       float sum = 0.f;
-      for (int64_t k = 0; k < r; ++k) sum = std::fma(hidden[j * r + k], B[k * ldb + c], sum);
+      for (int64_t k = 0; k < r; ++k) sum = std::fma(hidden[j * r + k], float(B[k * ldb + c]), sum);
       ys[j][c] = ys[j][c] + sum;
     }
   }
@@ -409,34 +412,44 @@ std::pair<int64_t, int64_t> rows_of(const Tensor& t, int64_t rows, const char* w
   return {t.size(t.dim() - 1), t.stride(0)};
 }
 
-// One LoRA layer's stack seen by one slot: where its A and B start, their strides, rank and scaling.
+// One LoRA layer's stack seen by one slot: where its A and B start (fp32, or bf16 where `bf16`), their
+// strides, rank and scaling.
 struct SlotWeights {
-  const float* a;
-  const float* b;
+  const void* a;
+  const void* b;
   int64_t lda, cda, ldb, rank;
   float scale;
+  bool bf16;
 };
+
+// An A or B element's address: `offset` elements into a stack of fp32 or bf16.
+const void* element(const Tensor& t, int64_t offset) {
+  return static_cast<const char*>(t.data_ptr()) + offset * t.element_size();
+}
 
 // Decode rows on several adapters at once (BatchedLora's stacks; see lora_batch.py): each row's own adapter's
 // update `scale * (x @ A) @ B` added to its output row, reading each adapter's A and B once for all its rows.
 // PyTorch's way, one product of every row with every adapter's ranks and a mask, does slots-times the
 // arithmetic in two MKL calls whose fixed cost is most of their time at these sizes. Several LoRA layers that
 // read the same input (q/k/v, gate/up) go in one call: one parallel region instead of one each.
-// x: [rows, in]. For each layer i: outs[i] [rows, out_i] (any row stride: a part of a stacked projection's
-// output); a masked stack as[i] [in, R], bs[i] [R, out_i] with the slots' ranks side by side (ranks[i][s]
-// columns each, 0 where a slot has none), or a grouped stack [slots, in, r] and [slots, r, out_i]; scales[i]
-// fp32 [slots]. row_slots: int64 [rows], each row's 1-based slot, 0 for the base model (no update).
-void lora_rows(const Tensor& x, const std::vector<Tensor>& outs, const std::vector<Tensor>& as,
+// x: [rows, in]; out: [rows, width], the layers' outputs side by side (any row stride), layer i's out_i
+// columns from offsets[i] on. For each layer i: a masked stack as[i] [in, R], bs[i] [R, out_i] with the slots'
+// ranks side by side (ranks[i][s] columns each, 0 where a slot has none), or a grouped stack [slots, in, r]
+// and [slots, r, out_i]; scales[i] fp32 [slots]. row_slots: int64 [rows], each row's 1-based slot, 0 for the
+// base model (no update). A and B are fp32, or bf16 (BatchedLora's copies for q4 engines: half the bytes;
+// widened as they are read, summed in fp32).
+void lora_rows(const Tensor& x, const Tensor& out, const std::vector<int64_t>& offsets, const std::vector<Tensor>& as,
                const std::vector<Tensor>& bs, const std::vector<Tensor>& ranks, const std::vector<Tensor>& scales,
                const Tensor& row_slots) {
-  const size_t layers = outs.size();
+  const size_t layers = offsets.size();
   TORCH_CHECK(as.size() == layers && bs.size() == layers && ranks.size() == layers && scales.size() == layers,
-              "one A, B, ranks and scales per output");
+              "one A, B, ranks and scales per output offset");
   TORCH_CHECK(row_slots.scalar_type() == at::kLong && row_slots.is_contiguous() && row_slots.dim() == 1,
               "row slots must be contiguous int64");
   const int64_t rows = row_slots.numel(), slots = layers ? ranks[0].numel() : 0;
   const std::pair<int64_t, int64_t> x_shape = rows_of(x, rows, "x");
   const int64_t in = x_shape.first, ldx = x_shape.second;
+  const auto [out_width, ldy] = rows_of(out, rows, "out");
   const int64_t* slot_of = row_slots.data_ptr<int64_t>();
   // Rows grouped by slot (a counting sort): slot s's rows are order[first[s] .. first[s + 1]).
   thread_local std::vector<int64_t> first, order;
@@ -463,33 +476,35 @@ void lora_rows(const Tensor& x, const std::vector<Tensor>& outs, const std::vect
   targets.clear();
   for (size_t i = 0; i < layers; ++i) {
     const Tensor &a = as[i], &b = bs[i], &rank = ranks[i], &scale = scales[i];
-    const auto [width, ldy] = rows_of(outs[i], rows, "out");
-    targets.push_back({outs[i].data_ptr<float>(), width, ldy});
-    TORCH_CHECK(a.scalar_type() == at::kFloat && b.scalar_type() == at::kFloat && rank.scalar_type() == at::kLong &&
-                    scale.scalar_type() == at::kFloat && rank.is_contiguous() && scale.is_contiguous() &&
-                    rank.numel() == slots && scale.numel() == slots,
-                "a stack must be fp32 with int64 ranks and fp32 scales, one per slot");
+    const int64_t width = b.dim() >= 2 ? b.size(b.dim() - 1) : 0;
+    TORCH_CHECK(offsets[i] >= 0 && offsets[i] + width <= out_width, "layer ", i, "'s ", width,
+                " output columns from ", offsets[i], " do not fit the output's ", out_width);
+    targets.push_back({out.data_ptr<float>() + offsets[i], width, ldy});
+    const bool bf16 = a.scalar_type() == at::kBFloat16;
+    TORCH_CHECK((bf16 || a.scalar_type() == at::kFloat) && b.scalar_type() == a.scalar_type() &&
+                    rank.scalar_type() == at::kLong && scale.scalar_type() == at::kFloat && rank.is_contiguous() &&
+                    scale.is_contiguous() && rank.numel() == slots && scale.numel() == slots,
+                "a stack must be fp32 or bf16 (A and B alike) with int64 ranks and fp32 scales, one per slot");
     const int64_t* r = rank.data_ptr<int64_t>();
     const float* sc = scale.data_ptr<float>();
     SlotWeights* w = weights.data() + i * slots;
     if (a.dim() == 3) {
       TORCH_CHECK(b.dim() == 3 && a.size(0) == slots && b.size(0) == slots && a.size(1) == in &&
-                      b.size(2) == width && a.size(2) == b.size(1) && b.stride(2) == 1,
+                      a.size(2) == b.size(1) && b.stride(2) == 1,
                   "a grouped stack must be [slots, in, r] and [slots, r, out]");
       for (int64_t s = 0; s < slots; ++s) {
         TORCH_CHECK(r[s] == a.size(2), "every slot of a grouped stack has its rank");
-        w[s] = {a.data_ptr<float>() + s * a.stride(0), b.data_ptr<float>() + s * b.stride(0), a.stride(1),
-                a.stride(2), b.stride(1), r[s], sc[s]};
+        w[s] = {element(a, s * a.stride(0)), element(b, s * b.stride(0)), a.stride(1), a.stride(2), b.stride(1),
+                r[s], sc[s], bf16};
       }
     } else {
-      TORCH_CHECK(a.dim() == 2 && b.dim() == 2 && a.size(0) == in && b.size(1) == width && a.size(1) == b.size(0) &&
-                      b.stride(1) == 1,
+      TORCH_CHECK(a.dim() == 2 && b.dim() == 2 && a.size(0) == in && a.size(1) == b.size(0) && b.stride(1) == 1,
                   "a masked stack must be [in, R] and [R, out]");
       int64_t start = 0;
       for (int64_t s = 0; s < slots; ++s) {
         TORCH_CHECK(r[s] >= 0, "ranks cannot be negative");
-        w[s] = {a.data_ptr<float>() + start * a.stride(1), b.data_ptr<float>() + start * b.stride(0), a.stride(0),
-                a.stride(1), b.stride(0), r[s], sc[s]};
+        w[s] = {element(a, start * a.stride(1)), element(b, start * b.stride(0)), a.stride(0), a.stride(1),
+                b.stride(0), r[s], sc[s], bf16};
         start += r[s];
       }
       TORCH_CHECK(start == a.size(1), "the slots' ranks must add up to the stack's width");
@@ -497,8 +512,9 @@ void lora_rows(const Tensor& x, const std::vector<Tensor>& outs, const std::vect
   }
   // Work items: each layer's slots that have rows and weights there, their output columns in `chunks` parts
   // so that both threads work when few are in use (each part recomputes its rows' x @ A: small next to B).
+  // An item's cost is the weights it reads (once per block of kRows rows).
   struct Item {
-    int64_t layer, slot, c0, c1;
+    int64_t layer, slot, c0, c1, cost;
   };
   thread_local std::vector<Item> items;
   items.clear();
@@ -512,8 +528,25 @@ void lora_rows(const Tensor& x, const std::vector<Tensor>& outs, const std::vect
     const int64_t chunk_width = ((width + chunks * kColumns - 1) / (chunks * kColumns)) * kColumns;
     for (int64_t s = 0; s < slots; ++s) {
       if (first[s + 2] == first[s + 1] || weights[i * slots + s].rank == 0) continue;
-      for (int64_t c0 = 0; c0 < width; c0 += chunk_width)
-        items.push_back({static_cast<int64_t>(i), s, c0, std::min(width, c0 + chunk_width)});
+      const int64_t r = weights[i * slots + s].rank, blocks = (first[s + 2] - first[s + 1] + kRows - 1) / kRows;
+      for (int64_t c0 = 0; c0 < width; c0 += chunk_width) {
+        const int64_t c1 = std::min(width, c0 + chunk_width);
+        items.push_back({static_cast<int64_t>(i), s, c0, c1, blocks * r * (in + c1 - c0)});
+      }
+    }
+  }
+  // Each thread a run of items of about equal cost (q/k/v's items differ in width: an equal count of items
+  // left one thread waiting for the other): an item goes to the thread its cost's midpoint falls in.
+  const int64_t count = static_cast<int64_t>(items.size());
+  thread_local std::vector<int64_t> starts;  // thread t's items: starts[t] .. starts[t + 1]
+  starts.assign(threads + 1, count);
+  {
+    int64_t total = 0, before = 0, assigned = 0;
+    for (const Item& item : items) total += item.cost;
+    for (int64_t index = 0; index < count; ++index) {
+      const int64_t thread = std::min(threads - 1, (2 * before + items[index].cost) * threads / (2 * total));
+      while (assigned <= thread) starts[assigned++] = index;
+      before += items[index].cost;
     }
   }
   const float* X = x.data_ptr<float>();
@@ -524,9 +557,10 @@ void lora_rows(const Tensor& x, const std::vector<Tensor>& outs, const std::vect
   const Target* all_targets = targets.data();
   const int64_t* all_first = first.data();
   const int64_t* all_order = order.data();
-  at::parallel_for(0, static_cast<int64_t>(items.size()), 1, [&](int64_t begin, int64_t end) {
+  const int64_t* all_starts = starts.data();
+  at::parallel_for(0, threads, 1, [&](int64_t thread_begin, int64_t thread_end) {
     std::vector<float> hidden;
-    for (int64_t index = begin; index < end; ++index) {
+    for (int64_t index = all_starts[thread_begin]; index < all_starts[thread_end]; ++index) {
       const Item& item = all_items[index];
       const SlotWeights& w = all_weights[item.layer * slots + item.slot];
       const Target& target = all_targets[item.layer];
@@ -540,8 +574,14 @@ void lora_rows(const Tensor& x, const std::vector<Tensor>& outs, const std::vect
           xs[j] = j0 + j < n ? X + mine[j0 + j] * ldx : zero_row.data();
           ys[j] = j0 + j < n ? target.y + mine[j0 + j] * target.ldy : nullptr;
         }
-        lora_down(xs, in, w.a, w.lda, w.cda, r, w.scale, hidden.data() + j0 * r);
-        lora_up(hidden.data() + j0 * r, r, w.b, w.ldb, item.c0, item.c1, ys);
+        float* h = hidden.data() + j0 * r;
+        if (w.bf16) {
+          lora_down(xs, in, static_cast<const Bf16*>(w.a), w.lda, w.cda, r, w.scale, h);
+          lora_up(h, r, static_cast<const Bf16*>(w.b), w.ldb, item.c0, item.c1, ys);
+        } else {
+          lora_down(xs, in, static_cast<const float*>(w.a), w.lda, w.cda, r, w.scale, h);
+          lora_up(h, r, static_cast<const float*>(w.b), w.ldb, item.c0, item.c1, ys);
+        }
       }
     }
   });
