@@ -153,8 +153,10 @@ def test_the_native_kernel_gives_rows_on_many_adapters_peft_s_own_outputs(built,
     """Decode rows on adapters through ``lora_rows`` in every stack layout (one adapter's own weights, several
     side by side, a subset of them, grouped), ranks in its blocks of 4 and not (6): PEFT's numbers."""
     kernel = _CountingKernel()
-    check_many_adapters_against_peft(loaded, row_slots, kernel=kernel, rank=rank)
+    batched = check_many_adapters_against_peft(loaded, row_slots, kernel=kernel, rank=rank)
     assert kernel.calls > 0
+    # The kernel reads the full stacks' used slots: no copies of a batch's subset were made.
+    assert all(stack._subset is None for stack in batched._stacks.values())
 
 
 def _reference_update(x, a, b, ranks, scales, row_slots):

@@ -16,7 +16,8 @@ batch and run ``torch.bmm`` over [adapters, rows per adapter, width]: each row m
 PEFT's own layers are switched to base-only and a forward hook adds the delta. Prefill passes (many
 tokens per row) instead run each adapter on its own rows only: there the FLOPs, not the op count, dominate.
 Where the engine runs the native decode step, decode steps hand every layout to its ``lora_rows`` kernel
-instead (serving/native_decode.py): each adapter's rows times its own A and B, read once, in one call a layer.
+instead (serving/native_decode.py): each adapter's rows times its own A and B, read once, in one call a layer,
+from the full stack (it reads only the slots that have rows, so a batch's subset needs no stack of its own).
 On layers whose base reads q4 decode weights the kernel reads bf16 copies of the stacks (``kernel_copy_dtype``):
 half the bytes, at the precision of those layers' own bf16 batch copies; PyTorch's paths keep the fp32 stack.
 
@@ -235,8 +236,8 @@ class BatchedLora:
         self._used_row_slots: torch.Tensor | None = None
         self._used_masks: dict[tuple[int, ...], torch.Tensor] = {}
         self._groupings: dict[bool, _Grouping] = {}  # by whether the step multiplies by a subset
-        # The kernel's arguments for a group of layers (their ids and output offsets) in this pass's stacks:
-        # built once for the stacks in use, not on each of a decode step's ~120 calls.
+        # The kernel's arguments for a group of layers (their ids and output offsets): built once per set of
+        # loaded adapters, not on each of a decode step's ~120 calls.
         self._kernel_args: dict[tuple[tuple[int, ...], tuple[int, ...]], tuple] = {}
         self._one_adapter = False  # every row of the pass uses the same adapter
         self.bypassed = False  # inside base_only: the model's layers are the base layers
@@ -311,15 +312,12 @@ class BatchedLora:
         used = tuple(sorted(set(self._row_slots.tolist()) - {0}))
         self._one_adapter = len(used) == 1 and bool((self._row_slots > 0).all())
         self._only_slot = used[0] - 1 if self._one_adapter else 0
-        previous = self._used
         if 2 * len(used) <= len(self._slots):
             position = torch.zeros(len(self._slots) + 1, dtype=torch.long)
             position[list(used)] = torch.arange(1, len(used) + 1)
             self._used, self._used_row_slots = tuple(slot - 1 for slot in used), position[self._row_slots]
         else:
             self._used, self._used_row_slots = None, None
-        if self._used != previous:  # other stacks now (the engine sets rows every step: keep them while they last)
-            self._kernel_args = {}
         self._used_masks = {}
         self._groupings = {}
         self._padded = None
@@ -424,16 +422,17 @@ class BatchedLora:
         if args is None:
             args = self._kernel_args[key] = self._kernel_arguments(layers, offsets)
         if args[0]:
-            row_slots = self._row_slots if self._used is None else self._used_row_slots
-            self.kernel.lora_rows(x, output, *args, row_slots)
+            self.kernel.lora_rows(x, output, *args, self._row_slots)
 
     def _kernel_arguments(self, layers: list[LoraLinear], offsets: tuple[int, ...]) -> tuple:
-        """The output offsets of those of ``layers`` with adapters in this pass's stacks, and their A, B, ranks
-        and scales lists: ``lora_rows``' arguments after the output."""
+        """The output offsets of those of ``layers`` with adapters, and their A, B, ranks and scales lists:
+        ``lora_rows``' arguments after the output. Always the full stacks: the kernel reads only the slots
+        that have rows, so the stacks of a batch's subset (built for the masked product, which multiplies every
+        row by every slot) would only cost copies each time the subset changes."""
         kept, stacks = [], []
         for layer, start in zip(layers, offsets, strict=True):
             stack = self._stacks.get(id(layer))
-            stacked = None if stack is None else (stack.full if self._used is None else stack.subset(self._used))
+            stacked = None if stack is None else stack.full
             if stacked is not None and stacked.a is not None:
                 kept.append(start)
                 stacks.append(stacked)
