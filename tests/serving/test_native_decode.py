@@ -386,12 +386,16 @@ def test_an_engine_with_it_answers_as_without_alone_joined_by_others_and_with_ad
         finally:
             engine.close()
 
-    (python_alone, python_together), _ = answers(_engine(model_dir, adapters, weights, native=False))
+    python_engine = _engine(model_dir, adapters, weights, native=False)
+    (python_alone, python_together), _ = answers(python_engine)
     engine = _engine(model_dir, adapters, weights, native=True)
     assert engine._decode_step.native is not None
     (native_alone, native_together), stats = answers(engine)
     assert native_alone == python_alone
     assert native_together == python_together
+    # With q4 the kernel's bf16 copies of the adapters count toward their bytes: half their fp32 bytes again.
+    fp32_bytes = python_engine.adapters.loaded_bytes
+    assert engine.adapters.loaded_bytes == (fp32_bytes + fp32_bytes // 2 if weights == "q4" else fp32_bytes)
     assert 0 < stats["native_decode_steps"] < stats["decode_steps"]  # alone natively, together in Python
 
 
