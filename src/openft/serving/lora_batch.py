@@ -80,9 +80,13 @@ class _Stacked:
     # ``layout`` and ``scales`` as tensors, for the native kernel (``BatchedLora.kernel``).
     ranks: torch.Tensor | None = None
     scale_values: torch.Tensor | None = None
-    # What the native kernel reads: ``a`` and ``b`` themselves, or their bf16 copies (``kernel_copy_dtype``).
+    # bf16 copies of ``a`` and ``b`` for the native kernel (``kernel_copy_dtype``); None: it reads ``a``, ``b``.
     kernel_a: torch.Tensor | None = None
     kernel_b: torch.Tensor | None = None
+
+    def kernel_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(A, B) as the native kernel reads them."""
+        return (self.a, self.b) if self.kernel_a is None else (self.kernel_a, self.kernel_b)
 
     def views(self) -> list[tuple[torch.Tensor, torch.Tensor] | None]:
         """Each slot's own (A, B) as views into the stack (no second copy), None where it has none."""
@@ -116,26 +120,11 @@ def kernel_copy_bytes(model: torch.nn.Module, name: str, kernel) -> int:
     return total
 
 
-def _stack(
-    parts: list[tuple[torch.Tensor, torch.Tensor] | None], scales: tuple[float, ...], copy: torch.dtype | None = None
-) -> _Stacked:
+def _stack(parts: list[tuple[torch.Tensor, torch.Tensor] | None], scales: tuple[float, ...]) -> _Stacked:
     layout = tuple(0 if part is None else part[0].shape[1] for part in parts)
     present = [part for part in parts if part is not None]
     if not present:
         return _Stacked(None, None, layout, False, scales)
-    stacked = _stack_present(parts, present, layout, scales)
-    if copy is None or copy == stacked.a.dtype:
-        return replace(stacked, kernel_a=stacked.a, kernel_b=stacked.b)
-    # ``to`` keeps the strides: the copy of A is [R, in] in memory too.
-    return replace(stacked, kernel_a=stacked.a.to(copy), kernel_b=stacked.b.to(copy))
-
-
-def _stack_present(
-    parts: list[tuple[torch.Tensor, torch.Tensor] | None],
-    present: list[tuple[torch.Tensor, torch.Tensor]],
-    layout: tuple[int, ...],
-    scales: tuple[float, ...],
-) -> _Stacked:
     tensors = {"ranks": torch.tensor(layout, dtype=torch.long), "scale_values": torch.tensor(scales)}
     # A is stored as [R, in] (PEFT's own layout) and used through its transpose: each rank's column is then
     # contiguous, as the native kernel's dot products read it; MKL takes either layout.
@@ -169,8 +158,10 @@ class _LayerStack:
                 parts.append(None)
                 scales.append(0.0)
         self.scales = tuple(scales)
-        self.copy = copy
-        self.full = _stack(parts, self.scales, copy)
+        self.full = _stack(parts, self.scales)
+        if copy is not None and self.full.a is not None:
+            # Only the full stack: the kernel reads it for any batch. ``to`` keeps the strides (A is [R, in]).
+            self.full = replace(self.full, kernel_a=self.full.a.to(copy), kernel_b=self.full.b.to(copy))
         self.per_slot = self.full.views()
         self._subset: tuple[tuple[int, ...], _Stacked] | None = None
         # PEFT's weights become views into the stack: one copy of each adapter in memory, not two. Only when
@@ -184,7 +175,7 @@ class _LayerStack:
         """The stack of only the slots in ``used`` (0-based), in that order; the last one is kept."""
         if self._subset is None or self._subset[0] != used:
             parts = [self.per_slot[slot] for slot in used]
-            self._subset = (used, _stack(parts, tuple(self.scales[slot] for slot in used), self.copy))
+            self._subset = (used, _stack(parts, tuple(self.scales[slot] for slot in used)))
         return self._subset[1]
 
 
@@ -432,12 +423,12 @@ class BatchedLora:
         kept, stacks = [], []
         for layer, start in zip(layers, offsets, strict=True):
             stack = self._stacks.get(id(layer))
-            stacked = None if stack is None else stack.full
-            if stacked is not None and stacked.a is not None:
+            if stack is not None and stack.full.a is not None:
                 kept.append(start)
-                stacks.append(stacked)
+                stacks.append(stack.full)
+        weights = [stacked.kernel_weights() for stacked in stacks]
         return (
-            kept, [s.kernel_a for s in stacks], [s.kernel_b for s in stacks], [s.ranks for s in stacks],
+            kept, [a for a, _ in weights], [b for _, b in weights], [s.ranks for s in stacks],
             [s.scale_values for s in stacks],
         )  # fmt: skip
 
