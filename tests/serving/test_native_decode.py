@@ -146,6 +146,9 @@ class _CountingKernel:
         self.calls += 1
         self.module.lora_rows(*args)
 
+    def lora_rows_has_bf16_products(self) -> bool:
+        return self.module.lora_rows_has_bf16_products()
+
 
 @MANY_ADAPTER_CASES
 @pytest.mark.parametrize("rank", [4, 6, 16])
@@ -159,8 +162,9 @@ def test_the_native_kernel_gives_rows_on_many_adapters_peft_s_own_outputs(built,
     assert all(stack._subset is None for stack in batched._stacks.values())
 
 
-def _reference_update(x, a, b, ranks, scales, row_slots):
-    """Each row's own adapter's ``scale * (x @ A) @ B`` in PyTorch, a row at a time."""
+def _reference_update(x, a, b, ranks, scales, row_slots, bf16_products=False):
+    """Each row's own adapter's ``scale * (x @ A) @ B`` in PyTorch, a row at a time; ``bf16_products``: with x
+    and ``scale * (x @ A)`` rounded to bf16, as the kernel's vdpbf16ps path takes them."""
     out = torch.zeros(x.shape[0], b.shape[-1])
     starts = [0, *torch.cumsum(ranks, 0).tolist()]
     for row, slot in enumerate(row_slots.tolist()):
@@ -171,19 +175,27 @@ def _reference_update(x, a, b, ranks, scales, row_slots):
             a_s, b_s = a[s], b[s]
         else:
             a_s, b_s = a[:, starts[s] : starts[s + 1]], b[starts[s] : starts[s + 1]]
-        out[row] = scales[s] * (x[row] @ a_s) @ b_s
+        if bf16_products:
+            out[row] = (scales[s] * (x[row].bfloat16().float() @ a_s)).bfloat16().float() @ b_s
+        else:
+            out[row] = scales[s] * (x[row] @ a_s) @ b_s
     return out
 
 
+@pytest.mark.parametrize("bf16_products", [False, True], ids=["widened", "bf16-products"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("grouped", [False, True], ids=["side-by-side", "grouped"])
 @pytest.mark.parametrize("inputs", [24, 37])
 @pytest.mark.parametrize("outputs", [64, 150])
-def test_the_native_kernel_adds_each_rows_update_into_a_part_of_a_wider_output(built, grouped, inputs, outputs, dtype):
+def test_the_native_kernel_adds_each_rows_update_into_a_part_of_a_wider_output(
+    built, grouped, inputs, outputs, dtype, bf16_products
+):
     """Widths off the kernel's blocks, base rows, a slot without weights on this layer (masked only), a row
     on a slot the batch reuses, and two layers' outputs side by side inside a wider output (as q and k in a
     stacked projection's output; the columns around them untouched). bf16 stacks (q4 engines' copies) give
-    the update of their own rounded weights, summed in fp32."""
+    the update of their own rounded weights, summed in fp32; asked for ``bf16_products`` (prefill passes) on a
+    CPU with AVX512-BF16, the kernel multiplies them with vdpbf16ps, and x and ``scale * (x @ A)`` are rounded
+    to bf16 as well (fp32 stacks ignore the flag)."""
     torch.manual_seed(0)
     ranks = torch.tensor([8, 8, 8] if grouped else [8, 0, 5], dtype=torch.long)
     scales = torch.tensor([2.0, 0.5, 1.5])
@@ -202,18 +214,63 @@ def test_the_native_kernel_adds_each_rows_update_into_a_part_of_a_wider_output(b
     before = wide.clone()
     # The weights as the kernel reads them (the same strides), and those it then stands for in fp32.
     a, b, other_a, other_b = (w.to(dtype).float() for w in (a, b, other_a, other_b))
-    native_decode.load_extension().lora_rows(
+    kernel = native_decode.load_extension()
+    kernel.lora_rows(
         x, wide, [20, 20 + outputs], [w.to(dtype) for w in (a, other_a)], [w.to(dtype) for w in (b, other_b)],
-        [ranks, other_ranks], [scales, scales], row_slots,
+        [ranks, other_ranks], [scales, scales], row_slots, bf16_products,
     )  # fmt: skip
-    expected = before[:, 0, 20 : 20 + outputs] + _reference_update(x[:, 0], a, b, ranks, scales, row_slots)
-    assert torch.allclose(wide[:, 0, 20 : 20 + outputs], expected, rtol=1e-5, atol=1e-4)
-    other_expected = before[:, 0, 20 + outputs : 50 + outputs]
-    other_expected = other_expected + _reference_update(x[:, 0], other_a, other_b, other_ranks, scales, row_slots)
-    assert torch.allclose(wide[:, 0, 20 + outputs : 50 + outputs], other_expected, rtol=1e-5, atol=1e-4)
+    rounded = bf16_products and dtype == torch.bfloat16 and kernel.lora_rows_has_bf16_products()
+    for start, width, (a_, b_, ranks_) in (
+        (20, outputs, (a, b, ranks)),
+        (20 + outputs, 30, (other_a, other_b, other_ranks)),
+    ):
+        _assert_update(
+            wide[:, 0, start : start + width],
+            before[:, 0, start : start + width],
+            x[:, 0],
+            a_,
+            b_,
+            ranks_,
+            scales,
+            row_slots,
+            rounded,
+        )
     assert torch.equal(wide[..., :20], before[..., :20])
     assert torch.equal(wide[..., 50 + outputs :], before[..., 50 + outputs :])
     assert torch.equal(wide[1], before[1])  # the base row
+
+
+def _assert_update(after, before, x, a, b, ranks, scales, row_slots, rounded):
+    """``after`` is ``before`` plus each row's update (``_reference_update``): to float rounding, or where the kernel
+    rounded to bf16 (``rounded``) to 0.2% of the largest update (the sums' order can move a hidden value to its
+    other bf16 neighbour)."""
+    update = _reference_update(x, a, b, ranks, scales, row_slots, bf16_products=rounded)
+    if rounded:
+        assert torch.allclose(after, before + update, rtol=0, atol=2e-3 * float(update.abs().max()))
+    else:
+        assert torch.allclose(after, before + update, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_the_native_kernel_splits_many_rows_of_one_adapter_by_rows(built, dtype):
+    """A prefill pass's positions on one adapter (more rows than two blocks a thread) are split between the
+    threads by rows, each part all the columns: every row still gets exactly its update, base rows none."""
+    torch.manual_seed(2)
+    a, b = torch.randn(6, 45).t().to(dtype), torch.randn(6, 70).to(dtype)
+    ranks, scales = torch.tensor([6], dtype=torch.long), torch.tensor([0.75])
+    row_slots = torch.tensor([1] * 30 + [0] * 3 + [1] * 7, dtype=torch.long)
+    x, out = torch.randn(40, 45), torch.randn(40, 70)
+    before = out.clone()
+    kernel = native_decode.load_extension()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # the split needs two threads (make test runs one per process)
+    try:
+        kernel.lora_rows(x, out, [0], [a], [b], [ranks], [scales], row_slots, bf16_products=True)
+    finally:
+        torch.set_num_threads(threads)
+    rounded = dtype == torch.bfloat16 and kernel.lora_rows_has_bf16_products()
+    _assert_update(out, before, x, a.float(), b.float(), ranks, scales, row_slots, rounded)
+    assert torch.equal(out[30:33], before[30:33])
 
 
 @pytest.mark.parametrize("rows", [1, 3, 6])
@@ -483,3 +540,45 @@ def test_on_the_bundled_model_native_steps_follow_the_python_steps(built, real_m
                 token, length = theirs.argmax(-1, keepdim=True), length + 1
     assert largest < (1e-3 if weights == "fp32" else 1.0) and compared > 100
     assert native.native_steps == 4 * 32
+
+
+def test_a_q4_prefill_on_several_adapters_takes_its_updates_from_the_kernel(built):
+    """A prefill pass whose rows use two or more adapters takes their updates from ``lora_rows`` where it
+    multiplies q4 engines' bf16 copies with vdpbf16ps (each adapter's rows read its weights from cache, at twice
+    MKL's speed for a few hundred positions an adapter): the logits stay within the copies' bf16 rounding of
+    PyTorch's fp32 products. One adapter on every row keeps MKL's one large product, which is faster there."""
+    model = _llama()
+    use_q4_decode_weights(model)
+    names = ["one", "two", "three"]
+    peft_model = _with_adapters(model, names, seed=7, alpha=8)
+    kernel = _CountingKernel()
+    batched = BatchedLora(peft_model, kernel=kernel)
+    batched.rebuild(names)
+    prompts = [[5, 9, 13, 200, 31], [7, 8], [100, 101, 102], [4, 4, 4, 4], [9], [11, 12, 13]]
+    for rows, through_kernel in (
+        (["two", "__base__", "one", "three", "two", "one"], kernel.lora_rows_has_bf16_products()),
+        (["one"] * len(prompts), False),
+    ):
+        batched.set_rows(rows)
+        with torch.inference_mode():
+            batched.kernel = None  # PyTorch's products of the fp32 stacks
+            theirs = _prefill_logits(peft_model, prompts)
+            batched.kernel, kernel.calls = kernel, 0
+            ours = _prefill_logits(peft_model, prompts)
+        assert (kernel.calls > 0) == through_kernel
+        assert torch.allclose(ours, theirs, rtol=0, atol=1e-2 * float(theirs.abs().max()))
+        if not through_kernel:
+            assert torch.equal(ours, theirs)
+
+
+def _prefill_logits(model, prompts: list[list[int]]) -> torch.Tensor:
+    """Every position's logits of a left-padded prefill pass (padding positions zeroed: they differ freely)."""
+    longest = max(len(p) for p in prompts)
+    input_ids = torch.zeros((len(prompts), longest), dtype=torch.long)
+    mask = torch.zeros((len(prompts), longest), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        input_ids[row, longest - len(prompt) :] = torch.tensor(prompt)
+        mask[row, longest - len(prompt) :] = 1
+    position_ids = (mask.cumsum(dim=1) - 1).clamp(min=0)
+    logits = model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids).logits
+    return logits * mask[..., None]

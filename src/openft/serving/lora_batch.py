@@ -231,6 +231,8 @@ class BatchedLora:
         # loaded adapters, not on each of a decode step's ~120 calls.
         self._kernel_args: dict[tuple[tuple[int, ...], tuple[int, ...]], tuple] = {}
         self._one_adapter = False  # every row of the pass uses the same adapter
+        self._adapters_in_pass = 0  # how many distinct adapters the pass's rows use
+        self._token_row_slots: tuple[int, torch.Tensor] | None = None  # (tokens, each position's slot)
         self.bypassed = False  # inside base_only: the model's layers are the base layers
         self.generation = next(_generations)  # which stacks these are: changes with every rebuild
         self._only_slot = 0  # then its 0-based slot in the full stack
@@ -302,6 +304,8 @@ class BatchedLora:
         self._groups = None  # built by the first prefill pass that needs them; decode steps never do
         used = tuple(sorted(set(self._row_slots.tolist()) - {0}))
         self._one_adapter = len(used) == 1 and bool((self._row_slots > 0).all())
+        self._adapters_in_pass = len(used)
+        self._token_row_slots = None
         self._only_slot = used[0] - 1 if self._one_adapter else 0
         if 2 * len(used) <= len(self._slots):
             position = torch.zeros(len(self._slots) + 1, dtype=torch.long)
@@ -356,6 +360,10 @@ class BatchedLora:
         if stack is None or stack.full.a is None:
             return output
         if x.dim() == 3 and x.shape[1] > 1:
+            if self._prefill_kernel_takes(stack, x, output):
+                flat_x, flat_output = x.view(-1, x.shape[-1]), output.view(-1, output.shape[-1])
+                self._kernel_deltas([layer], flat_x, flat_output, (0,), self._token_slots(x.shape[1]))
+                return output
             return self._per_adapter_delta(stack, x, output)
         if self._kernel_takes(x, output):
             # Each adapter's rows times its own A and B only, natively: the masked product below multiplies
@@ -404,16 +412,44 @@ class BatchedLora:
             return
         self._kernel_deltas(layers, x, output, offsets)
 
+    def _prefill_kernel_takes(self, stack: _LayerStack, x: torch.Tensor, output: torch.Tensor) -> bool:
+        """Whether the native kernel adds this prefill pass's updates: rows on two or more adapters, bf16 copies
+        that it multiplies with vdpbf16ps (``lora_rows_has_bf16_products``: q4 engines on CPUs with AVX512-BF16;
+        x and ``x @ A`` rounded to bf16 as well, as the base layer's bf16 product rounds x),
+        fp32 and contiguous. Each adapter's rows then take its weights from cache, twice MKL's speed on a few
+        hundred rows an adapter; with one adapter on every row MKL's one large product is faster. Measured with
+        2-4 adapters; from ``PREFILL_GATHER_MIN_ADAPTERS`` on the gathered products stay."""
+        return (
+            2 <= self._adapters_in_pass < PREFILL_GATHER_MIN_ADAPTERS and stack.full.kernel_a is not None
+            and self._kernel_has_bf16_products()
+            and x.dtype == output.dtype == torch.float32 and x.is_contiguous() and output.is_contiguous()
+        )  # fmt: skip
+
+    def _kernel_has_bf16_products(self) -> bool:
+        probe = getattr(self.kernel, "lora_rows_has_bf16_products", None)
+        return probe is not None and bool(probe())
+
+    def _token_slots(self, tokens: int) -> torch.Tensor:
+        """Each row's slot repeated for its ``tokens`` positions: a prefill pass's rows as the kernel sees them."""
+        if self._token_row_slots is None or self._token_row_slots[0] != tokens:
+            self._token_row_slots = (tokens, self._row_slots.repeat_interleave(tokens))
+        return self._token_row_slots[1]
+
     def _kernel_deltas(
-        self, layers: list[LoraLinear], x: torch.Tensor, output: torch.Tensor, offsets: tuple[int, ...]
-    ) -> None:
-        """``add_deltas`` through the native kernel (``_kernel_takes`` said it serves the pass)."""
+        self, layers: list[LoraLinear], x: torch.Tensor, output: torch.Tensor, offsets: tuple[int, ...],
+        row_slots: torch.Tensor | None = None,
+    ) -> None:  # fmt: skip
+        """``add_deltas`` through the native kernel (``_kernel_takes`` said it serves the pass); ``row_slots``:
+        each row's slot, where the rows are not the pass's own (a prefill pass's positions)."""
         key = (tuple(map(id, layers)), offsets)
         args = self._kernel_args.get(key)
         if args is None:
             args = self._kernel_args[key] = self._kernel_arguments(layers, offsets)
         if args[0]:
-            self.kernel.lora_rows(x, output, *args, self._row_slots)
+            if row_slots is None:
+                self.kernel.lora_rows(x, output, *args, self._row_slots)
+            else:  # a prefill pass (_prefill_kernel_takes): bf16 products
+                self.kernel.lora_rows(x, output, *args, row_slots, True)
 
     def _kernel_arguments(self, layers: list[LoraLinear], offsets: tuple[int, ...]) -> tuple:
         """The output offsets of those of ``layers`` with adapters, and their A, B, ranks and scales lists:

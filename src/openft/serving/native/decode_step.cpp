@@ -3,6 +3,7 @@
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
+#include <immintrin.h>
 
 #include <algorithm>
 #include <array>
@@ -404,6 +405,117 @@ void lora_up(const float* hidden, int64_t r, const W* B, int64_t ldb, int64_t c0
   }
 }
 
+#if defined(__AVX512BF16__)
+// bf16 stacks (q4 engines' copies) on CPUs with AVX512-BF16: both products as `vdpbf16ps`, which multiplies
+// pairs of bf16 numbers and adds both products to an fp32 sum, 32 products an instruction with no widening
+// of the weights first. The inputs are rounded to bf16 as well (as the base layer's own bf16 product rounds
+// them), and so is x @ A before the second product; the sums stay fp32. The widening loops above spend more
+// time converting the weights than multiplying: 16 rows on 4 rank-16 adapters of the bundled model, q/k/v's
+// 344 KB of adapters in cache, 25 -> 11 us a call (2-core AMD EPYC). lora_rows uses it where asked
+// (`bf16_products`: prefill passes; docs/performance.md).
+
+// x (n fp32) as bf16, rounded to nearest even as c10::BFloat16 rounds.
+void to_bf16(const float* x, int64_t n, Bf16* out) {
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    const __m512bh pair = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(x + i));
+    _mm512_storeu_si512(out + i, (__m512i)pair);
+  }
+  for (; i < n; ++i) out[i] = Bf16(x[i]);
+}
+
+// hidden[j, k] = scale * (x_j @ A)[k] for kRows rows, x_j bf16 (`in` numbers), A's rank k at A + k * cda
+// (each rank's column contiguous), K ranks by kRows rows at a time.
+template <int K>
+void lora_down_dp(const Bf16* const* xs, int64_t in, const Bf16* A, int64_t cda, int64_t k0, int64_t r, float scale,
+                  float* hidden) {
+  __m512 acc[kRows][K];
+  for (int64_t j = 0; j < kRows; ++j)
+    for (int k = 0; k < K; ++k) acc[j][k] = _mm512_setzero_ps();
+  for (int64_t i = 0; i < in; i += 32) {
+    // The last block of a row reads only its own numbers: the masked lanes are zero.
+    const __mmask32 lanes = in - i >= 32 ? ~__mmask32(0) : (__mmask32(1) << (in - i)) - 1;
+    __m512bh a[K];
+    for (int k = 0; k < K; ++k) {
+      const Bf16* column = A + (k0 + k) * cda + i;
+      __builtin_prefetch(column + 32 * kAhead);
+      a[k] = (__m512bh)_mm512_maskz_loadu_epi16(lanes, column);
+    }
+    for (int64_t j = 0; j < kRows; ++j) {
+      const __m512bh x = (__m512bh)_mm512_maskz_loadu_epi16(lanes, xs[j] + i);
+      for (int k = 0; k < K; ++k) acc[j][k] = _mm512_dpbf16_ps(acc[j][k], x, a[k]);
+    }
+  }
+  for (int64_t j = 0; j < kRows; ++j)
+    for (int k = 0; k < K; ++k) hidden[j * r + k0 + k] = _mm512_reduce_add_ps(acc[j][k]) * scale;
+}
+
+void lora_down_dp(const Bf16* const* xs, int64_t in, const Bf16* A, int64_t cda, int64_t r, float scale,
+                  float* hidden) {
+  int64_t k0 = 0;
+  for (; k0 + kRanks <= r; k0 += kRanks) lora_down_dp<kRanks>(xs, in, A, cda, k0, r, scale, hidden);
+  for (; k0 < r; ++k0) lora_down_dp<1>(xs, in, A, cda, k0, r, scale, hidden);
+}
+
+// ys[j][c] += (hidden_j @ B)[c] for columns c0..c1 of kRows rows (null ys[j]: no such row), B bf16 [r, width]
+// with row stride ldb: each pair of B's rows interleaved in registers (column by column, as vdpbf16ps pairs
+// them) and multiplied by the pair of the row's hidden values, 16 columns at a time, 4 blocks of them at once.
+void lora_up_dp(const float* hidden, int64_t r, const Bf16* B, int64_t ldb, int64_t c0, int64_t c1,
+                float* const* ys) {
+  const int64_t pairs = (r + 1) / 2;
+  // Each row's hidden values as bf16 pairs (rank 2p low, 2p + 1 high; an odd rank's last pair has a zero).
+  uint32_t packed[kRows][32];  // ranks up to 64: lora_rows sends higher ones to the widening loops
+  for (int64_t j = 0; j < kRows; ++j) {
+    for (int64_t p = 0; p < pairs; ++p) {
+      const uint32_t low = Bf16(hidden[j * r + 2 * p]).x;
+      const uint32_t high = 2 * p + 1 < r ? Bf16(hidden[j * r + 2 * p + 1]).x : 0;
+      packed[j][p] = low | (high << 16);
+    }
+  }
+  // result[2l] = low[l], result[2l + 1] = high[l]: word indexes into (low, high) for permutex2var.
+  alignas(64) uint16_t order[32];
+  for (int l = 0; l < 16; ++l) {
+    order[2 * l] = l;
+    order[2 * l + 1] = 32 + l;
+  }
+  const __m512i interleave = _mm512_load_si512(order);
+  constexpr int kBlocks = 4;  // 64 columns
+  for (int64_t c = c0; c < c1; c += 16 * kBlocks) {
+    __m512 acc[kRows][kBlocks];
+    for (int64_t j = 0; j < kRows; ++j)
+      for (int q = 0; q < kBlocks; ++q) acc[j][q] = _mm512_setzero_ps();
+    __mmask16 lanes[kBlocks];
+    for (int q = 0; q < kBlocks; ++q) {
+      const int64_t left = c1 - c - 16 * q;
+      lanes[q] = left >= 16 ? __mmask16(0xFFFF) : left <= 0 ? __mmask16(0) : __mmask16((1u << left) - 1);
+    }
+    for (int64_t p = 0; p < pairs; ++p) {
+      const Bf16* low = B + 2 * p * ldb + c;
+      const Bf16* high = 2 * p + 1 < r ? low + ldb : nullptr;
+      for (int64_t ahead = 8; ahead < 10; ++ahead)  // four pairs on: both rows, both cache lines of 64 columns
+        for (int64_t line = 0; line < 64; line += 32) __builtin_prefetch(low + ahead * ldb + line);
+      __m512bh b[kBlocks];
+      for (int q = 0; q < kBlocks; ++q) {
+        const __m256i l = _mm256_maskz_loadu_epi16(lanes[q], low + 16 * q);
+        const __m256i h = high ? _mm256_maskz_loadu_epi16(lanes[q], high + 16 * q) : _mm256_setzero_si256();
+        b[q] = (__m512bh)_mm512_permutex2var_epi16(_mm512_castsi256_si512(l), interleave, _mm512_castsi256_si512(h));
+      }
+      for (int64_t j = 0; j < kRows; ++j) {
+        const __m512bh h = (__m512bh)_mm512_set1_epi32(static_cast<int>(packed[j][p]));
+        for (int q = 0; q < kBlocks; ++q) acc[j][q] = _mm512_dpbf16_ps(acc[j][q], b[q], h);
+      }
+    }
+    for (int64_t j = 0; j < kRows; ++j) {
+      if (ys[j] == nullptr) continue;
+      for (int q = 0; q < kBlocks; ++q) {
+        float* y = ys[j] + c + 16 * q;
+        _mm512_mask_storeu_ps(y, lanes[q], _mm512_add_ps(_mm512_maskz_loadu_ps(lanes[q], y), acc[j][q]));
+      }
+    }
+  }
+}
+#endif
+
 // [rows, width] or a decode step's [rows, 1, width] fp32 tensor with unit column stride: its width and row stride.
 std::pair<int64_t, int64_t> rows_of(const Tensor& t, int64_t rows, const char* what) {
   const bool flat = t.dim() == 2 || (t.dim() == 3 && t.size(1) == 1);
@@ -437,10 +549,14 @@ const void* element(const Tensor& t, int64_t offset) {
 // ranks side by side (ranks[i][s] columns each, 0 where a slot has none), or a grouped stack [slots, in, r]
 // and [slots, r, out_i]; scales[i] fp32 [slots]. row_slots: int64 [rows], each row's 1-based slot, 0 for the
 // base model (no update). A and B are fp32, or bf16 (BatchedLora's copies for q4 engines: half the bytes;
-// widened as they are read, summed in fp32).
+// multiplied with vdpbf16ps where the CPU has AVX512-BF16, see lora_down_dp, else widened as they are read;
+// summed in fp32). x may be a prefill pass's positions, each with its row's slot. `bf16_products`: bf16
+// stacks through vdpbf16ps where the CPU has it (x and x @ A rounded to bf16 as well; lora_down_dp), for
+// prefill passes, whose many rows an adapter find its weights in cache; decode steps read their adapters from
+// memory, so there it is no faster, and they keep fp32 inputs.
 void lora_rows(const Tensor& x, const Tensor& out, const std::vector<int64_t>& offsets, const std::vector<Tensor>& as,
                const std::vector<Tensor>& bs, const std::vector<Tensor>& ranks, const std::vector<Tensor>& scales,
-               const Tensor& row_slots) {
+               const Tensor& row_slots, bool bf16_products) {
   const size_t layers = offsets.size();
   TORCH_CHECK(as.size() == layers && bs.size() == layers && ranks.size() == layers && scales.size() == layers,
               "one A, B, ranks and scales per output offset");
@@ -511,10 +627,11 @@ void lora_rows(const Tensor& x, const Tensor& out, const std::vector<int64_t>& o
     }
   }
   // Work items: each layer's slots that have rows and weights there, their output columns in `chunks` parts
-  // so that both threads work when few are in use (each part recomputes its rows' x @ A: small next to B).
+  // so that both threads work when few are in use (each part recomputes its rows' x @ A: small next to B), or
+  // their rows in parts where there are many (a prefill pass's positions).
   // An item's cost is the weights it reads (once per block of kRows rows).
   struct Item {
-    int64_t layer, slot, c0, c1, cost;
+    int64_t layer, slot, c0, c1, j0, j1, cost;  // columns c0..c1 of the slot's rows j0..j1 (of its own)
   };
   thread_local std::vector<Item> items;
   items.clear();
@@ -528,10 +645,21 @@ void lora_rows(const Tensor& x, const Tensor& out, const std::vector<int64_t>& o
     const int64_t chunk_width = ((width + chunks * kColumns - 1) / (chunks * kColumns)) * kColumns;
     for (int64_t s = 0; s < slots; ++s) {
       if (first[s + 2] == first[s + 1] || weights[i * slots + s].rank == 0) continue;
-      const int64_t r = weights[i * slots + s].rank, blocks = (first[s + 2] - first[s + 1] + kRows - 1) / kRows;
+      const int64_t r = weights[i * slots + s].rank, n = first[s + 2] - first[s + 1];
+      const int64_t blocks = (n + kRows - 1) / kRows;
+      if (chunks > 1 && blocks >= 2 * chunks) {
+        // Many rows (a prefill pass): the parts take rows, each all the columns, so none repeats x @ A.
+        const int64_t per_part = (blocks + chunks - 1) / chunks;
+        for (int64_t b0 = 0; b0 < blocks; b0 += per_part) {
+          const int64_t b1 = std::min(blocks, b0 + per_part);
+          items.push_back({static_cast<int64_t>(i), s, 0, width, b0 * kRows, std::min(n, b1 * kRows),
+                           (b1 - b0) * r * (in + width)});
+        }
+        continue;
+      }
       for (int64_t c0 = 0; c0 < width; c0 += chunk_width) {
         const int64_t c1 = std::min(width, c0 + chunk_width);
-        items.push_back({static_cast<int64_t>(i), s, c0, c1, blocks * r * (in + c1 - c0)});
+        items.push_back({static_cast<int64_t>(i), s, c0, c1, 0, n, blocks * r * (in + c1 - c0)});
       }
     }
   }
@@ -560,12 +688,13 @@ void lora_rows(const Tensor& x, const Tensor& out, const std::vector<int64_t>& o
   const int64_t* all_starts = starts.data();
   at::parallel_for(0, threads, 1, [&](int64_t thread_begin, int64_t thread_end) {
     std::vector<float> hidden;
+    std::vector<Bf16> x_bf16;
     for (int64_t index = all_starts[thread_begin]; index < all_starts[thread_end]; ++index) {
       const Item& item = all_items[index];
       const SlotWeights& w = all_weights[item.layer * slots + item.slot];
       const Target& target = all_targets[item.layer];
-      const int64_t* mine = all_order + all_first[item.slot + 1];
-      const int64_t n = all_first[item.slot + 2] - all_first[item.slot + 1], r = w.rank;
+      const int64_t* mine = all_order + all_first[item.slot + 1] + item.j0;
+      const int64_t n = item.j1 - item.j0, r = w.rank;
       hidden.assign(((n + kRows - 1) / kRows) * kRows * r, 0.f);
       for (int64_t j0 = 0; j0 < n; j0 += kRows) {
         const float* xs[kRows];
@@ -575,6 +704,21 @@ void lora_rows(const Tensor& x, const Tensor& out, const std::vector<int64_t>& o
           ys[j] = j0 + j < n ? target.y + mine[j0 + j] * target.ldy : nullptr;
         }
         float* h = hidden.data() + j0 * r;
+#if defined(__AVX512BF16__)
+        if (bf16_products && w.bf16 && r <= 64 && w.lda == 1) {
+          // This block's rows as bf16, 32 numbers an instruction (missing rows: zeros from zero_row).
+          x_bf16.resize(kRows * in);
+          const Bf16* xb[kRows];
+          for (int64_t j = 0; j < kRows; ++j) {
+            Bf16* row = x_bf16.data() + j * in;
+            to_bf16(xs[j], in, row);
+            xb[j] = row;
+          }
+          lora_down_dp(xb, in, static_cast<const Bf16*>(w.a), w.cda, r, w.scale, h);
+          lora_up_dp(h, r, static_cast<const Bf16*>(w.b), w.ldb, item.c0, item.c1, ys);
+          continue;
+        }
+#endif
         if (w.bf16) {
           lora_down(xs, in, static_cast<const Bf16*>(w.a), w.lda, w.cda, r, w.scale, h);
           lora_up(h, r, static_cast<const Bf16*>(w.b), w.ldb, item.c0, item.c1, ys);
@@ -647,6 +791,25 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def("drop_adapters", &Decoder::drop_adapters)
       // The step touches no Python object: let the server's event loop run meanwhile, as PyTorch's own ops do.
       .def("step", &Decoder::step, pybind11::call_guard<pybind11::gil_scoped_release>());
-  m.def("lora_rows", &lora_rows);
+  m.def("lora_rows", &lora_rows, pybind11::arg("x"), pybind11::arg("out"), pybind11::arg("offsets"),
+        pybind11::arg("a_stacks"), pybind11::arg("b_stacks"), pybind11::arg("ranks"), pybind11::arg("scales"),
+        pybind11::arg("row_slots"), pybind11::arg("bf16_products") = false);
+  // Whether lora_rows' `bf16_products` multiplies bf16 stacks with vdpbf16ps (else it widens them, as without).
+  m.def("lora_rows_has_bf16_products", [] {
+#if defined(__AVX512BF16__)
+    return true;
+#else
+    return false;
+#endif
+  });
+  // Whether lora_rows multiplies bf16 stacks with vdpbf16ps (inputs and x @ A rounded to bf16 too) rather
+  // than widening them to fp32.
+  m.def("lora_rows_rounds_to_bf16", [] {
+#if defined(__AVX512BF16__)
+    return true;
+#else
+    return false;
+#endif
+  });
   m.def("linear_rows", &linear_rows, pybind11::call_guard<pybind11::gil_scoped_release>());
 }
