@@ -44,16 +44,21 @@ def _with_adapters(model, names: list[str], seed: int, alpha: int, rank: int = 4
     return peft_model.eval()
 
 
-def _prefill(model, prompts: list[list[int]], **forward_kwargs):
-    """Left-padded prompts through transformers' forward, as the engine's prefill does; returns cache, mask, tokens."""
+def left_padded(prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(input_ids, attention mask, position ids) of the prompts left-padded to the longest, as the engine pads."""
     longest = max(len(p) for p in prompts)
     input_ids = torch.zeros((len(prompts), longest), dtype=torch.long)
     mask = torch.zeros((len(prompts), longest), dtype=torch.long)
     for row, prompt in enumerate(prompts):
         input_ids[row, longest - len(prompt) :] = torch.tensor(prompt)
         mask[row, longest - len(prompt) :] = 1
+    return input_ids, mask, (mask.cumsum(dim=1) - 1).clamp(min=0)
+
+
+def _prefill(model, prompts: list[list[int]], **forward_kwargs):
+    """Left-padded prompts through transformers' forward, as the engine's prefill does; returns cache, mask, tokens."""
+    input_ids, mask, position_ids = left_padded(prompts)
     cache = kv_batch.new_cache(model.config)
-    position_ids = (mask.cumsum(dim=1) - 1).clamp(min=0)
     logits = model(
         input_ids=input_ids,
         attention_mask=mask,

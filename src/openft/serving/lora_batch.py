@@ -361,7 +361,7 @@ class BatchedLora:
             return output
         if x.dim() == 3 and x.shape[1] > 1:
             if self._prefill_kernel_takes(stack, x, output):
-                flat_x, flat_output = x.view(-1, x.shape[-1]), output.view(-1, output.shape[-1])
+                flat_x, flat_output = _positions(x), _positions(output)
                 self._kernel_deltas([layer], flat_x, flat_output, (0,), self._token_slots(x.shape[1]))
                 return output
             return self._per_adapter_delta(stack, x, output)
@@ -415,14 +415,16 @@ class BatchedLora:
     def _prefill_kernel_takes(self, stack: _LayerStack, x: torch.Tensor, output: torch.Tensor) -> bool:
         """Whether the native kernel adds this prefill pass's updates: rows on two or more adapters, bf16 copies
         that it multiplies with vdpbf16ps (``lora_rows_has_bf16_products``: q4 engines on CPUs with AVX512-BF16;
-        x and ``x @ A`` rounded to bf16 as well, as the base layer's bf16 product rounds x),
-        fp32 and contiguous. Each adapter's rows then take its weights from cache, twice MKL's speed on a few
-        hundred rows an adapter; with one adapter on every row MKL's one large product is faster. Measured with
-        2-4 adapters; from ``PREFILL_GATHER_MIN_ADAPTERS`` on the gathered products stay."""
+        x and ``x @ A`` rounded to bf16 as well, as the base layer's bf16 product rounds x), fp32 activations
+        whose positions are rows of one stride (a Q4Siblings member's output is a column slice of the stack's).
+        Each adapter's rows then take its weights from cache, twice MKL's speed on a few hundred rows an
+        adapter; with one adapter on every row MKL's one large product is faster. Measured with 2-4 adapters;
+        from ``PREFILL_GATHER_MIN_ADAPTERS`` on the gathered products stay."""
         return (
             2 <= self._adapters_in_pass < PREFILL_GATHER_MIN_ADAPTERS and stack.full.kernel_a is not None
             and self._kernel_has_bf16_products()
-            and x.dtype == output.dtype == torch.float32 and x.is_contiguous() and output.is_contiguous()
+            and x.dtype == output.dtype == torch.float32 and _positions(x) is not None
+            and _positions(output) is not None
         )  # fmt: skip
 
     def _kernel_has_bf16_products(self) -> bool:
@@ -527,6 +529,14 @@ class BatchedLora:
             hidden.mul_(stacked.scale_column.index_select(0, slots))
         delta = torch.bmm(hidden, stacked.b.index_select(0, slots))
         return output.add_(delta) if every_row else output.index_add_(0, rows, delta)
+
+
+def _positions(t: torch.Tensor) -> torch.Tensor | None:
+    """A prefill pass's [rows, tokens, width] as a [rows * tokens, width] view with unit column stride (what
+    ``lora_rows`` reads), None where its strides allow none."""
+    if t.dim() != 3 or t.stride(2) != 1 or t.stride(0) != t.shape[1] * t.stride(1):
+        return None
+    return t.view(-1, t.shape[2])
 
 
 def _rows_or_slice(rows: torch.Tensor) -> torch.Tensor | slice:

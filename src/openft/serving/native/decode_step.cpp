@@ -802,14 +802,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     return false;
 #endif
   });
-  // Whether lora_rows multiplies bf16 stacks with vdpbf16ps (inputs and x @ A rounded to bf16 too) rather
-  // than widening them to fp32.
-  m.def("lora_rows_rounds_to_bf16", [] {
-#if defined(__AVX512BF16__)
-    return true;
-#else
-    return false;
-#endif
-  });
   m.def("linear_rows", &linear_rows, pybind11::call_guard<pybind11::gil_scoped_release>());
 }
