@@ -254,13 +254,14 @@ def _assert_update(after, before, x, a, b, ranks, scales, row_slots, rounded):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 def test_the_native_kernel_splits_many_rows_of_one_adapter_by_rows(built, dtype):
-    """A prefill pass's positions on one adapter (more rows than two blocks a thread) are split between the
-    threads by rows, each part all the columns: every row still gets exactly its update, base rows none."""
+    """A prefill pass's positions on one adapter (more than 64 rows: more than a decode step has) are split
+    between the threads by rows, each part all the columns: every row still gets exactly its update, base rows
+    none."""
     torch.manual_seed(2)
     a, b = torch.randn(6, 45).t().to(dtype), torch.randn(6, 70).to(dtype)
     ranks, scales = torch.tensor([6], dtype=torch.long), torch.tensor([0.75])
-    row_slots = torch.tensor([1] * 30 + [0] * 3 + [1] * 7, dtype=torch.long)
-    x, out = torch.randn(40, 45), torch.randn(40, 70)
+    row_slots = torch.tensor([1] * 60 + [0] * 3 + [1] * 17, dtype=torch.long)
+    x, out = torch.randn(80, 45), torch.randn(80, 70)
     before = out.clone()
     kernel = native_decode.load_extension()
     threads = torch.get_num_threads()
@@ -271,7 +272,7 @@ def test_the_native_kernel_splits_many_rows_of_one_adapter_by_rows(built, dtype)
         torch.set_num_threads(threads)
     rounded = dtype == torch.bfloat16 and kernel.lora_rows_has_bf16_products()
     _assert_update(out, before, x, a.float(), b.float(), ranks, scales, row_slots, rounded)
-    assert torch.equal(out[30:33], before[30:33])
+    assert torch.equal(out[60:63], before[60:63])
 
 
 @pytest.mark.parametrize("rows", [1, 3, 6])

@@ -324,6 +324,9 @@ constexpr int64_t kLanes = 16;  // ranks or output columns summed at once (one A
 constexpr int64_t kRanks = 4;   // ranks a LoRA update's first product sums at once, for each of its kRows rows
 constexpr int64_t kColumns = 64;  // output columns its second product sums at once
 constexpr int64_t kTile = 4;     // weight rows by input rows a small batch's fp32 product sums at once
+// A slot with more rows than this (a prefill pass's positions) is split between the threads by rows rather than
+// by columns; decode steps of up to 64 rows keep the column split they were measured with.
+constexpr int64_t kSplitRowsAbove = 64;
 constexpr int64_t kAhead = 8;   // how many steps ahead its loops ask the cache for the weights they will read
 
 // hidden[j, k] = scale * (x_j @ A)[k] for kRows rows, A [in, r] at `A` with row stride lda and column stride
@@ -647,7 +650,7 @@ void lora_rows(const Tensor& x, const Tensor& out, const std::vector<int64_t>& o
       if (first[s + 2] == first[s + 1] || weights[i * slots + s].rank == 0) continue;
       const int64_t r = weights[i * slots + s].rank, n = first[s + 2] - first[s + 1];
       const int64_t blocks = (n + kRows - 1) / kRows;
-      if (chunks > 1 && blocks >= 2 * chunks) {
+      if (chunks > 1 && n > kSplitRowsAbove) {
         // Many rows (a prefill pass): the parts take rows, each all the columns, so none repeats x @ A.
         const int64_t per_part = (blocks + chunks - 1) / chunks;
         for (int64_t b0 = 0; b0 < blocks; b0 += per_part) {
