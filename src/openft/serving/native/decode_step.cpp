@@ -552,11 +552,10 @@ const void* element(const Tensor& t, int64_t offset) {
 // ranks side by side (ranks[i][s] columns each, 0 where a slot has none), or a grouped stack [slots, in, r]
 // and [slots, r, out_i]; scales[i] fp32 [slots]. row_slots: int64 [rows], each row's 1-based slot, 0 for the
 // base model (no update). A and B are fp32, or bf16 (BatchedLora's copies for q4 engines: half the bytes;
-// multiplied with vdpbf16ps where the CPU has AVX512-BF16, see lora_down_dp, else widened as they are read;
-// summed in fp32). x may be a prefill pass's positions, each with its row's slot. `bf16_products`: bf16
-// stacks through vdpbf16ps where the CPU has it (x and x @ A rounded to bf16 as well; lora_down_dp), for
-// prefill passes, whose many rows an adapter find its weights in cache; decode steps read their adapters from
-// memory, so there it is no faster, and they keep fp32 inputs.
+// widened as they are read, summed in fp32). x may be a prefill pass's positions, each with its row's slot.
+// `bf16_products`: bf16 stacks through vdpbf16ps instead, where the CPU has it (x and x @ A rounded to bf16 as
+// well; lora_down_dp), for prefill passes, whose many rows an adapter find its weights in cache; decode steps
+// read their adapters from memory, so there it is no faster, and they keep fp32 inputs.
 void lora_rows(const Tensor& x, const Tensor& out, const std::vector<int64_t>& offsets, const std::vector<Tensor>& as,
                const std::vector<Tensor>& bs, const std::vector<Tensor>& ranks, const std::vector<Tensor>& scales,
                const Tensor& row_slots, bool bf16_products) {
