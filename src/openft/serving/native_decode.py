@@ -53,6 +53,7 @@ import torch
 from peft.tuners.lora import Linear as LoraLinear
 from torch import nn
 
+from openft.models.cpu import cpu_flags
 from openft.serving.kv_batch import GrowingLayer
 from openft.serving.q4_linear import GROUP_SIZE, Q4DecodeLinear
 
@@ -74,11 +75,7 @@ def _build_name() -> str:
     """The cached build's name, from what makes a build differ: -march=native code is only valid on this kind
     of CPU (and a shared cache directory may serve several), and two openft versions on one machine must not
     rebuild over each other's copy."""
-    try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
-    except (OSError, StopIteration):
-        flags = ""
-    identity = "\n".join([flags, torch.__version__, " ".join(CFLAGS + LDFLAGS), SOURCE.read_text()])
+    identity = "\n".join([cpu_flags(), torch.__version__, " ".join(CFLAGS + LDFLAGS), SOURCE.read_text()])
     return f"openft_decode_step_{hashlib.sha256(identity.encode()).hexdigest()[:12]}"
 
 

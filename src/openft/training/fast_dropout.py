@@ -11,14 +11,38 @@ mask, kept as 1.0 / 0.0 in the input's dtype (PyTorch's own dropout keeps boolea
 tensor by booleans converts them first, forward and backward: for a 1,189 x 576 input 263 us a conversion,
 against 67 us for writing the comparison's result as bf16 directly; twice the bytes of booleans while it
 waits for the backward pass). The seed still fixes every mask.
+
+Where a C compiler is at hand (it is wherever the serving engine's native step builds), the mask comes from
+``native/dropout_mask.c`` instead: the same rule on 16-bit numbers, drawn by SplitMix64 over a counter (seeded
+by one draw from PyTorch's generator a call, so ``torch.manual_seed`` still fixes every mask) and written
+straight in the input's dtype: 46 us for a 1,136 x 576 input against 632 us for PyTorch's draws and
+comparison, which had been ~8% of a LoRA step of the bundled model. PyTorch's CPU generator is the sequential
+Mersenne Twister and numpy's fastest bit generators were only ~1.6x faster than it, hence the few lines of C.
+It is compiled once a machine with ``cc`` (a fraction of a second) into PyTorch's extension cache; without a
+compiler, the PyTorch draws above serve.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
 import torch
 from torch import nn
 
-from openft.models.cpu import runs_on_cpu
+from openft.models.cpu import cpu_flags, runs_on_cpu
+
+log = logging.getLogger(__name__)
+
+MASK_SOURCE = Path(__file__).parent / "native" / "dropout_mask.c"
+MASK_CFLAGS = ["-O3", "-march=native", "-shared", "-fPIC"]
 
 _SPAN = 1 << 16  # values a 16-bit draw takes
 
@@ -37,7 +61,7 @@ class _KeepAndScale(torch.autograd.Function):
 
 
 class FastLoraDropout(nn.Module):
-    """``nn.Dropout(p)`` in distribution (p to 1/65536), with a quarter of the generator calls."""
+    """``nn.Dropout(p)`` in distribution (p to 1/65536), with cheaper random draws (the module docstring)."""
 
     def __init__(self, p: float) -> None:
         super().__init__()
@@ -51,12 +75,13 @@ class FastLoraDropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0 or x.numel() == 0:
             return x
-        count = x.numel()
-        draws = torch.randint(-(1 << 63), (1 << 63) - 1, ((count + 3) // 4,), dtype=torch.int64, device=x.device)
-        # The mask as 1.0 / 0.0 in x's dtype, written by the comparison itself: multiplying by booleans made
-        # PyTorch convert them first, forward and backward, which cost more than drawing the mask.
         keep = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-        torch.ge(draws.view(torch.int16)[:count].view(x.shape), self.threshold, out=keep)
+        if not _fill_natively(keep, self.threshold):
+            count = x.numel()
+            draws = torch.randint(-(1 << 63), (1 << 63) - 1, ((count + 3) // 4,), dtype=torch.int64, device=x.device)
+            # The mask as 1.0 / 0.0 in x's dtype, written by the comparison itself: multiplying by booleans made
+            # PyTorch convert them first, forward and backward, which cost more than drawing the mask.
+            torch.ge(draws.view(torch.int16)[:count].view(x.shape), self.threshold, out=keep)
         return _KeepAndScale.apply(x, keep, self.scale)
 
     def extra_repr(self) -> str:
@@ -82,3 +107,50 @@ def use_fast_lora_dropout(model: nn.Module) -> int:
                 dropouts[name] = replacement
                 swapped += 1
     return swapped
+
+
+_ONE_BITS = {torch.bfloat16: 0x3F80, torch.float16: 0x3C00, torch.float32: 0x3F800000}  # 1.0's bit pattern
+
+
+def _fill_natively(keep: torch.Tensor, threshold: int) -> bool:
+    """Write ``keep``'s mask with native/dropout_mask.c; False where it is not built or takes no such tensor."""
+    one = _ONE_BITS.get(keep.dtype)
+    library = keep_mask_library() if one is not None and keep.device.type == "cpu" else None
+    if library is None:
+        return False
+    # One draw from PyTorch's generator seeds the call, so torch.manual_seed still fixes every mask.
+    seed = int(torch.randint(-(1 << 63), (1 << 63) - 1, (1,), dtype=torch.int64)) & ((1 << 64) - 1)
+    fill = library.openft_keep_mask16 if keep.element_size() == 2 else library.openft_keep_mask32
+    fill(keep.data_ptr(), keep.numel(), seed, threshold, one)
+    return True
+
+
+@functools.cache
+def keep_mask_library() -> ctypes.CDLL | None:
+    """``native/dropout_mask.c`` compiled for this CPU and loaded, or None where it cannot be (no compiler)."""
+    from torch.utils.cpp_extension import get_default_build_root
+
+    identity = "\n".join([cpu_flags(), " ".join(MASK_CFLAGS), MASK_SOURCE.read_text()])
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:12]
+    built = Path(get_default_build_root()) / f"openft_dropout_mask_{digest}.so"
+    try:
+        if not built.is_file():
+            compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+            if compiler is None:
+                raise RuntimeError("no C compiler (cc, gcc or $CC)")
+            built.parent.mkdir(parents=True, exist_ok=True)
+            # Built under a temporary name and renamed, so a concurrent job never loads a half-written file.
+            with tempfile.TemporaryDirectory(dir=built.parent) as scratch:
+                partial = Path(scratch) / built.name
+                subprocess.run([compiler, *MASK_CFLAGS, "-o", str(partial), str(MASK_SOURCE)],
+                               check=True, capture_output=True, text=True, timeout=120)  # fmt: skip
+                os.replace(partial, built)
+        library = ctypes.CDLL(str(built))
+    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+        log.info("LoRA dropout draws its masks with PyTorch: the native mask could not be built (%s)", exc)
+        return None
+    for name, element in (("openft_keep_mask16", ctypes.c_uint16), ("openft_keep_mask32", ctypes.c_uint32)):
+        function = getattr(library, name)
+        function.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_uint64, ctypes.c_int16, element]
+        function.restype = None
+    return library

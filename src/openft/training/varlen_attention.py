@@ -9,10 +9,11 @@ boundaries TRL's padding-free collator already puts in the batch (`cu_seq_lens_q
 causally on each example's slice, the same result with no cross-example work. Batches without
 boundaries (padded eval batches, DPO, generation) take transformers' own SDPA path unchanged.
 
-On a CPU, bf16 examples of at most ``CPU_FP32_ATTENTION_MAX_TOKENS`` tokens attend in fp32 (autocast off
-for that call, or it would cast them straight back): PyTorch's CPU flash-attention kernel runs forward plus
-backward faster in fp32 for short sequences (SmolLM2's 9 heads of 64, 2 cores: 100 tokens 0.96 ms against
-2.3 ms in bf16, 200 tokens 2.5 against 3.1; equal at 256, bf16 ahead beyond), and fp32 is the more precise.
+On a CPU, bf16 examples of at most ``CPU_SHORT_ATTENTION_MAX_TOKENS`` tokens attend through
+short_attention.ShortCausalAttention (batched products, transformers' eager numbers) instead of PyTorch's CPU
+flash-attention kernel, which is slow at these lengths (SmolLM2's 9 heads of 64, 2 cores, forward plus backward:
+150 tokens 0.6 against 1.7 ms for flash in fp32 and 2.2 in bf16; 512 tokens 7.5 against 14.0 in bf16; about
+even at 768). Longer examples keep flash attention, whose memory does not grow with the square of the length.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from openft.training.short_attention import short_causal_attention
+
 VARLEN_ATTENTION = "openft_varlen_sdpa"
-CPU_FP32_ATTENTION_MAX_TOKENS = 256
+CPU_SHORT_ATTENTION_MAX_TOKENS = 512
 
 
 def varlen_sdpa_attention_forward(
@@ -47,16 +50,14 @@ def varlen_sdpa_attention_forward(
     # so it is not needed here.
     groups = query.shape[1] // key.shape[1]
     starts_ends = _boundaries_list(boundaries)
-    short_in_fp32 = query.device.type == "cpu" and query.dtype == torch.bfloat16
+    short_on_cpu = query.device.type == "cpu" and query.dtype == torch.bfloat16 and not dropout
     outputs = []
     for start, end in zip(starts_ends[:-1], starts_ends[1:], strict=False):
         if end <= start:
             continue
         q, k, v = query[:, :, start:end], key[:, :, start:end], value[:, :, start:end]
-        if short_in_fp32 and end - start <= CPU_FP32_ATTENTION_MAX_TOKENS:
-            with torch.autocast("cpu", enabled=False):
-                out = _causal_attention(q.float(), k.float(), v.float(), dropout, scaling, groups)
-            outputs.append(out.to(query.dtype))
+        if short_on_cpu and end - start <= CPU_SHORT_ATTENTION_MAX_TOKENS:
+            outputs.append(short_causal_attention(q, k, v, scaling))
         else:
             outputs.append(_causal_attention(q, k, v, dropout, scaling, groups))
     attn_output = torch.cat(outputs, dim=2)
