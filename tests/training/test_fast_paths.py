@@ -202,6 +202,21 @@ def test_fast_lora_dropout_masks_every_element_of_odd_sized_inputs(mask_source):
     assert not torch.equal(first, dropout(torch.ones(5, 9)))  # each call draws afresh
 
 
+def test_without_a_working_compiler_dropout_falls_back_to_pytorchs_draws(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))  # nothing built there yet
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    fast_dropout.keep_mask_library.cache_clear()
+    try:
+        with caplog.at_level("INFO", logger="openft.training.fast_dropout"):
+            assert fast_dropout.keep_mask_library() is None
+        assert "no-such-compiler" in caplog.text
+        torch.manual_seed(3)
+        y = FastLoraDropout(0.5).train()(torch.ones(40, 50))
+        assert abs((y == 0).float().mean().item() - 0.5) < 0.1 and list(tmp_path.iterdir()) == []
+    finally:
+        fast_dropout.keep_mask_library.cache_clear()
+
+
 def test_the_native_dropout_mask_builds_where_a_compiler_is():
     if shutil.which("cc") is None and shutil.which("gcc") is None:
         pytest.skip("no C compiler here")
