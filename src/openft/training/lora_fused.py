@@ -9,9 +9,11 @@ and step. ``torch.addmm(result, h, lora_B^T, alpha=scaling)`` is the same sum as
 ``result`` and writes its output once, and its backward folds the scaling into the rank-sized products.
 
 The numbers differ from PEFT's only in rounding: addmm rounds the sum once, PEFT three times (in bf16 that
-is the last of 8 significant bits; in fp32, at most an ulp). Layers this does not describe (DoRA and other
-variants, LoRA bias, several active adapters, merged or disabled adapters, PEFT's ``adapter_names`` batches,
-mixed dtypes without autocast) run PEFT's forward unchanged.
+is the last of 8 significant bits; in fp32, at most an ulp). With openft's LoRA dropout, its 1 / (1 - p)
+joins ``alpha`` too, instead of multiplying the layer's whole input forward and its gradient backward.
+Layers this does not describe (DoRA and other variants, LoRA bias, several active adapters, merged or
+disabled adapters, PEFT's ``adapter_names`` batches, mixed dtypes without autocast) run PEFT's forward
+unchanged.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from peft.tuners.lora import Linear as LoraLinear
 from torch import nn
 
 from openft.models.cpu import runs_on_cpu
+from openft.training.fast_dropout import FastLoraDropout
 
 
 def use_fused_lora_add(model: nn.Module) -> int:
@@ -54,14 +57,20 @@ def _fused_forward(self: LoraLinear, x: torch.Tensor, *args: Any, **kwargs: Any)
         return LoraLinear.forward(self, x, *args, **kwargs)
     result = self.base_layer(x)
     lora_a, lora_b = self.lora_A[name], self.lora_B[name]
-    hidden = lora_a(self.lora_dropout[name](self._cast_input_dtype(x, lora_a.weight.dtype)))
+    dropout, lora_input = self.lora_dropout[name], self._cast_input_dtype(x, lora_a.weight.dtype)
     weight_b = lora_b.weight
-    if not torch.is_autocast_enabled(result.device.type) and not result.dtype == hidden.dtype == weight_b.dtype:
-        return (result + lora_b(hidden) * self.scaling[name]).to(result.dtype)  # PEFT's own sum
+    if not torch.is_autocast_enabled(result.device.type) and not result.dtype == lora_input.dtype == weight_b.dtype:
+        return (result + lora_b(lora_a(dropout(lora_input))) * self.scaling[name]).to(result.dtype)  # PEFT's sum
+    # Dropout's 1 / (1 - p) joins the scaling: B A (x * keep) * scaling / (1 - p) is PEFT's B A (x * keep / (1 - p))
+    # * scaling, without an input-sized multiply forward and backward (fast_dropout.py).
+    dropped, dropout_scale = (
+        dropout.unscaled(lora_input) if isinstance(dropout, FastLoraDropout) else (dropout(lora_input), 1.0)
+    )
+    hidden = lora_a(dropped)
     summed = torch.addmm(
         result.reshape(-1, result.shape[-1]),
         hidden.reshape(-1, hidden.shape[-1]),
         weight_b.t(),
-        alpha=self.scaling[name],
+        alpha=self.scaling[name] * dropout_scale,
     )
     return summed.view(result.shape).to(result.dtype)
