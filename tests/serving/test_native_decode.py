@@ -142,9 +142,11 @@ class _CountingKernel:
 
     def __init__(self) -> None:
         self.module, self.calls = native_decode.load_extension(), 0
+        self.bf16_products: set[bool] = set()  # what the calls asked for
 
     def lora_rows(self, *args) -> None:
         self.calls += 1
+        self.bf16_products.add(bool(args[8]) if len(args) > 8 else False)
         self.module.lora_rows(*args)
 
     def lora_rows_has_bf16_products(self) -> bool:
@@ -333,9 +335,10 @@ def _q4_model_on_three_adapters(seed: int, alpha: int = 8):
 
 
 def test_a_q4_batch_on_adapters_reads_bf16_copies_and_gets_the_python_steps_logits(built):
-    """q4 engines give the kernel bf16 copies of their adapters (half the bytes a step reads): the step's
-    logits then stay within the q4 path's own bf16 rounding of PyTorch's fp32 updates, and the copies count
-    toward the adapters' bytes."""
+    """q4 engines give the kernel bf16 copies of their adapters (half the bytes a step reads), which decode
+    steps ask it to multiply with vdpbf16ps (x and ``x @ A`` rounded to bf16 too, as the base's own bf16 and
+    4-bit products round x): the step's logits then stay within the q4 path's own bf16 rounding of PyTorch's
+    fp32 updates, and the copies count toward the adapters' bytes."""
     model, peft_model, extension, batched = _q4_model_on_three_adapters(seed=5)
     stacked = next(iter(batched._stacks.values())).full
     assert stacked.kernel_a.dtype == stacked.kernel_b.dtype == torch.bfloat16 and stacked.a.dtype == torch.float32
@@ -357,7 +360,7 @@ def test_a_q4_batch_on_adapters_reads_bf16_copies_and_gets_the_python_steps_logi
             ours = step(token, mask, length, ours_cache, batched)
             assert torch.allclose(ours, theirs, rtol=0, atol=1e-2 * theirs.abs().max())
             token, length = theirs.argmax(-1, keepdim=True), length + 1
-    assert extension.calls > 0
+    assert extension.calls > 0 and extension.bf16_products == {True}
 
 
 @pytest.mark.parametrize("weights", ["fp32", "q4"])

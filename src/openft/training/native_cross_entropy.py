@@ -29,7 +29,7 @@ from openft.training.native_build import build_native_library, declare
 
 _WIDTHS = {torch.bfloat16: "16", torch.float32: "32"}
 # Below this many logits a second thread's hand-off costs more than it saves.
-_ROWS_PER_THREAD_MIN_ELEMENTS = 1 << 20
+_MIN_LOGITS_PER_THREAD = 1 << 20
 
 
 def cross_entropy_and_predictions(
@@ -90,7 +90,7 @@ class _NativeCrossEntropy(torch.autograd.Function):
 def _over_rows(logits: torch.Tensor, run) -> None:
     """Run ``run(first, last)`` over the rows, split between PyTorch's threads (ctypes releases the GIL)."""
     rows = logits.shape[0]
-    threads = max(1, min(torch.get_num_threads(), rows, logits.numel() // _ROWS_PER_THREAD_MIN_ELEMENTS))
+    threads = max(1, min(torch.get_num_threads(), rows, logits.numel() // _MIN_LOGITS_PER_THREAD))
     if threads == 1:
         run(0, rows)
         return
