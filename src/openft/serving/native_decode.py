@@ -22,7 +22,7 @@ whose fixed cost is most of their time at these sizes. 16 rows on 4 rank-16 adap
 adapter work 10-14 -> ~4 ms (1.57-1.67x -> 1.20-1.28x the base step), and ~3 ms since decode steps multiply q4
 engines' bf16 copies with AVX512-BF16's vdpbf16ps where the CPU has it, as prefill passes on two or more
 adapters do (lora_batch.BatchedLora._prefill_kernel_takes): 16 rows x 37 tokens on 4 adapters, 72-169 -> 36-52
-ms.
+ms. fp32 engines' prefill passes on two or more adapters take its fp32 loops (63-129 -> 36-72 ms).
 It is built with OpenMP so that ``at::parallel_for`` really splits work over PyTorch's threads (compiled
 without it, it runs on one).
 
