@@ -172,7 +172,9 @@ def test_start_a_job_and_watch_its_chart_grow(page, ui_url, key):
     page.select_option("#job-model", "tiny-llama")
     assert page.input_value("#job-training-file") == file_id
     page.select_option("#job-validation-file", file_id)
-    page.fill("#job-epochs", "6")  # long enough (72 steps, 6 evaluations) for the page's 2 s polls to see it run
+    # Long enough (240 steps, 20 evaluations) for the page's 2 s polls to see it run: 72 steps once ran in
+    # under 4 s, between two polls.
+    page.fill("#job-epochs", "20")
     page.fill("#job-batch-size", "1")
     page.fill("#job-suffix", "codes")
     page.click("#job-submit")
@@ -194,8 +196,8 @@ def test_start_a_job_and_watch_its_chart_grow(page, ui_url, key):
 
     final_points = int(page.get_attribute("#loss-chart", "data-points"))
     train = page.locator('#loss-chart [data-series="training loss"]')
-    assert int(train.get_attribute("data-points")) == 72  # 12 examples x 6 epochs, batch size 1
-    assert int(page.get_attribute('#loss-chart [data-series="validation loss"]', "data-points")) == 6  # per epoch
+    assert int(train.get_attribute("data-points")) == 240  # 12 examples x 20 epochs, batch size 1
+    assert int(page.get_attribute('#loss-chart [data-series="validation loss"]', "data-points")) == 20  # per epoch
     assert final_points == max(points_seen + [final_points])
     assert int(page.get_attribute("#accuracy-chart", "data-points")) > 0
     assert page.locator("#checkpoints-table tbody tr").count() == 3  # one per epoch, the last 3 kept
