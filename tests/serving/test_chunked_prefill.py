@@ -100,8 +100,8 @@ def test_a_long_prompt_joining_does_not_stall_the_running_stream(make_engine):
         return asyncio.run(run())
 
     # 200+ prompt tokens in chunks of 16: a dozen loops, each with a decode step for the running stream. Counted
-    # as the event loop receives them, some arrive after the long one's first token: 6 seen once on a busy
-    # machine, so the line is well above the one pass's 2 rather than near the dozen.
+    # as the event loop receives them, some arrive after the long one's first token: 6 seen once, as a run's first
+    # test, so the line is well above the one pass's 2 rather than near the dozen.
     assert tokens_before_the_long_one_starts(make_engine(max_prefill_tokens=16)) >= 5
     # In one pass the stream gets at most the token of the step that was already under way.
     assert tokens_before_the_long_one_starts(make_engine(max_prefill_tokens=None)) <= 2
