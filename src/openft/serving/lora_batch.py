@@ -425,7 +425,6 @@ class BatchedLora:
         ``PREFILL_GATHER_MIN_ADAPTERS`` on the gathered products stay."""
         return (
             self.kernel is not None and 2 <= self._adapters_in_pass < PREFILL_GATHER_MIN_ADAPTERS
-            and stack.full.a is not None
             and (stack.full.kernel_a is None or self._kernel_has_bf16_products())
             and x.dtype == output.dtype == stack.full.a.dtype == torch.float32 and _positions(x) is not None
             and _positions(output) is not None
